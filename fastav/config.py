@@ -1,0 +1,115 @@
+"""FastAVConfig: which tokens to prune, where, and how much. Immutable and validated on construction.
+
+Model-independent checks happen here; checks that need the model's depth happen in `plan.build_plan`,
+and both name the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Strategy = Literal["none", "fastav", "fastv", "random", "low_attentive"]
+PrunableModality = Literal["video", "audio", "image"]
+
+
+class FastAVConfig(BaseModel):
+    """Settings for in-LLM audio/video token pruning.
+
+    Strategies:
+      - ``fastav``: positional cut of the AV span at ``global_layer`` (keep the earliest AV tokens), then
+        drop the lowest-attended ``fine_ratio`` of the remaining AV tokens before every later layer.
+      - ``random`` / ``low_attentive``: the paper's global-pruning ablations at the same budget as the
+        positional cut (a seeded random subset / the highest-attended AV tokens), same fine stage.
+      - ``fastv``: FastV's single stage: at ``fastv_layer`` drop ``fastv_ratio`` of the AV tokens with the
+        lowest last-query attention at the layer before.
+      - ``none``: run unpruned (baseline in the same code path).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: Strategy = "fastav"
+    global_layer: int | None = Field(
+        default=None, description="Layer before which global pruning happens; None means num_layers // 2."
+    )
+    global_cut: int | None = Field(
+        default=None,
+        ge=1,
+        description="Positional cut: AV tokens at sequence positions >= cut (counted from the first non-pad "
+        "token) are dropped. Takes precedence over global_keep_ratio.",
+    )
+    global_keep_ratio: float = Field(
+        default=1 / 3,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of each sample's AV tokens (the earliest ones) kept by the global stage when "
+        "global_cut is not set. 1/3 matches the paper's cut ~730 on the VideoLLaMA2-AV layout.",
+    )
+    fine_ratio: float = Field(
+        default=0.2, ge=0.0, lt=1.0, description="Fraction P of remaining AV tokens dropped per fine layer."
+    )
+    fine_layers: tuple[int, ...] | None = Field(
+        default=None, description="Layers with fine pruning; None means every layer after global_layer."
+    )
+    fastv_layer: int = Field(default=2, description="FastV: layer K before which tokens are dropped.")
+    fastv_ratio: float = Field(default=0.5, ge=0.0, lt=1.0, description="FastV: fraction R of AV tokens dropped.")
+    modalities: tuple[PrunableModality, ...] = Field(
+        default=("video", "audio", "image"), description="Which modalities may be pruned."
+    )
+    seed: int = Field(default=0, description="Seed of the random baseline (per sample, batch-independent).")
+    dry_run: bool = Field(
+        default=False, description="Score and select as configured but keep every token (overhead probe)."
+    )
+
+    @field_validator("global_layer", "fastv_layer")
+    @classmethod
+    def _not_layer_zero(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(
+                "must be >= 1: layer 0 is never pruned (generation takes decode positions from layer 0's cache)"
+            )
+        return value
+
+    @field_validator("fine_layers")
+    @classmethod
+    def _fine_layers_valid(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if any(layer < 1 for layer in value):
+            raise ValueError("layers must be >= 1: layer 0 is never pruned")
+        if len(set(value)) != len(value):
+            raise ValueError("layers must be unique")
+        return tuple(sorted(value))
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one prunable modality is needed")
+        return tuple(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _fine_after_global(self) -> FastAVConfig:
+        if self.fine_layers and self.global_layer is not None and min(self.fine_layers) <= self.global_layer:
+            raise ValueError(
+                f"fine_layers must all come after global_layer={self.global_layer}, got {list(self.fine_layers)}"
+            )
+        return self
+
+    def summary(self) -> dict[str, object]:
+        """The settings that matter for the chosen strategy, for stats and logs."""
+        keys = {
+            "none": (),
+            "fastav": ("global_layer", "global_cut", "global_keep_ratio", "fine_ratio", "fine_layers"),
+            "random": ("global_layer", "global_cut", "global_keep_ratio", "fine_ratio", "fine_layers", "seed"),
+            "low_attentive": ("global_layer", "global_cut", "global_keep_ratio", "fine_ratio", "fine_layers"),
+            "fastv": ("fastv_layer", "fastv_ratio"),
+        }[self.strategy]
+        out: dict[str, object] = {"strategy": self.strategy}
+        out.update({k: getattr(self, k) for k in keys})
+        if self.strategy != "none":
+            out["modalities"] = list(self.modalities)
+        if self.dry_run:
+            out["dry_run"] = True
+        return out

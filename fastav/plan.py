@@ -1,0 +1,83 @@
+"""Turn a FastAVConfig into concrete per-layer pruning steps for a model of a given depth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fastav.config import FastAVConfig
+
+# keep_first: positional cut (keep the earliest AV tokens); random: seeded subset of the same size;
+# keep_top: the highest-scored AV tokens of the same size; drop_fraction: drop the lowest-scored fraction.
+Rule = Literal["keep_first", "random", "keep_top", "drop_fraction"]
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    layer: int  # tokens are dropped before this layer runs
+    rule: Rule
+    fraction: float = 0.0  # for drop_fraction
+    is_global: bool = False
+
+    @property
+    def needs_scores(self) -> bool:
+        return self.rule in ("keep_top", "drop_fraction")
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[PruneStep, ...]
+    num_layers: int
+
+    @property
+    def by_layer(self) -> dict[int, PruneStep]:
+        return {s.layer: s for s in self.steps}
+
+    @property
+    def scoring_layers(self) -> frozenset[int]:
+        """Layers whose attention call records last-query scores (the layer before each scored step)."""
+        return frozenset(s.layer - 1 for s in self.steps if s.needs_scores)
+
+    @property
+    def first_prune_layer(self) -> int | None:
+        return min((s.layer for s in self.steps), default=None)
+
+
+class PlanError(ValueError):
+    """A config field does not fit the model it is applied to."""
+
+
+def _check_layer(field: str, layer: int, num_layers: int, min_layer: int) -> None:
+    if not min_layer <= layer < num_layers:
+        raise PlanError(
+            f"FastAVConfig.{field}={layer} is outside this model's prunable layers "
+            f"[{min_layer}, {num_layers - 1}] (the model has {num_layers} decoder layers)"
+        )
+
+
+def build_plan(config: FastAVConfig, num_layers: int, min_layer: int = 1) -> Plan:
+    """Resolve defaults against the model depth and validate every layer index.
+
+    `min_layer` is the first layer a model family allows pruning before (1 everywhere; 3 for models that add
+    deepstack visual features in early layers).
+    """
+    if config.strategy == "none":
+        return Plan((), num_layers)
+    if config.strategy == "fastv":
+        _check_layer("fastv_layer", config.fastv_layer, num_layers, min_layer)
+        return Plan((PruneStep(config.fastv_layer, "drop_fraction", config.fastv_ratio, is_global=True),), num_layers)
+
+    global_layer = config.global_layer if config.global_layer is not None else num_layers // 2
+    _check_layer("global_layer", global_layer, num_layers, min_layer)
+    rule: Rule = {"fastav": "keep_first", "random": "random", "low_attentive": "keep_top"}[config.strategy]
+    steps = [PruneStep(global_layer, rule, is_global=True)]
+    fine_layers = config.fine_layers if config.fine_layers is not None else range(global_layer + 1, num_layers)
+    for layer in fine_layers:
+        _check_layer("fine_layers", layer, num_layers, min_layer)
+        if layer <= global_layer:
+            raise PlanError(
+                f"FastAVConfig.fine_layers contains {layer}, which is not after global_layer={global_layer}"
+            )
+        if config.fine_ratio > 0:
+            steps.append(PruneStep(layer, "drop_fraction", config.fine_ratio))
+    return Plan(tuple(steps), num_layers)

@@ -1,0 +1,120 @@
+"""Exact-equivalence oracles: the pruned model against an eager reference that masks the dropped keys."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastav
+from fastav import FastAVConfig, TokenIdLayout
+from tests import tiny
+from tests.fastav.reference import MaskedKeyReference
+
+TOL = 1e-5
+DECODE_STEPS = 6
+PLAIN_LAYOUT = TokenIdLayout(video_ids=frozenset({tiny.VIDEO_ID}), audio_ids=frozenset({tiny.AUDIO_ID}))
+
+
+def plain_inputs(batch: int) -> dict[str, torch.Tensor]:
+    lengths = [(4, 24, 40, 6), (2, 16, 30, 3), (6, 30, 12, 5)][:batch]
+    ids, mask = tiny.left_pad(tiny.text_av_rows(lengths))
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def omni_inputs(batch: int) -> dict[str, torch.Tensor]:
+    return tiny.omni_inputs([(5, 4, 400, 6), (3, 2, 300, 4), (7, 6, 200, 3)][:batch])
+
+
+def text_config_of(model):
+    return model.model.language_model.config if hasattr(model.model, "language_model") else model.config
+
+
+def av_labels(inputs) -> torch.Tensor:
+    av = torch.isin(inputs["input_ids"], torch.tensor([tiny.VIDEO_ID, tiny.AUDIO_ID]))
+    return av & inputs["attention_mask"].bool()
+
+
+def generate(model, inputs):
+    return model.generate(
+        **inputs,
+        max_new_tokens=DECODE_STEPS,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=0,
+    )
+
+
+def check_against_reference(path, inputs, config: FastAVConfig, layout=None, backend="sdpa"):
+    pruned = tiny.load(path, backend)
+    pruner = fastav.enable(pruned, config, layout=layout if layout is not None else None)
+    reference_model = tiny.load(path, "eager")
+    reference = MaskedKeyReference(
+        reference_model,
+        text_config_of(reference_model),
+        av_labels(inputs),
+        {s.layer: (s.rule, s.fraction) for s in pruner.plan.steps},
+        cut=config.global_cut,
+        keep_ratio=config.global_keep_ratio,
+        seed=config.seed,
+    )
+    unpruned = tiny.load(path, backend)
+
+    with torch.no_grad():
+        reference.set_valid(inputs["attention_mask"])
+        want = reference_model(**inputs).logits[:, -1]
+        got = pruned(**inputs).logits[:, -1]
+        base = unpruned(**inputs).logits[:, -1]
+    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+    # The oracle has teeth: pruning changed the answer distribution, and tokens really were removed.
+    assert (got - base).abs().max() > 1e-3
+    assert all(s.tokens_per_layer[-1] < s.tokens_per_layer[0] for s in pruner.stats)
+
+    # Scores the pruner recorded equal the reference's eager weights at the surviving positions.
+    for layer, scores in pruner.scores.items():
+        positions, valid = pruner.layer_positions[layer], pruner.layer_valid[layer]
+        expected = reference.scores[layer].gather(-1, positions)
+        torch.testing.assert_close(scores[valid], expected[valid], atol=1e-6, rtol=0)
+
+    reference.set_valid(inputs["attention_mask"])
+    out_ref = generate(reference_model, inputs)
+    out = generate(pruned, inputs)
+    assert torch.equal(out.sequences, out_ref.sequences)
+    assert len(out.logits) == DECODE_STEPS
+    for step_got, step_want in zip(out.logits, out_ref.logits, strict=True):
+        torch.testing.assert_close(step_got, step_want, atol=TOL, rtol=0)
+    return pruner
+
+
+STRATEGIES = [
+    FastAVConfig(strategy="fastav", global_layer=2, global_keep_ratio=0.4, fine_ratio=0.2),
+    FastAVConfig(strategy="fastav", global_layer=3, global_cut=30, fine_ratio=0.3),
+    FastAVConfig(strategy="fastv", fastv_layer=2, fastv_ratio=0.5),
+    FastAVConfig(strategy="random", global_layer=2, global_keep_ratio=0.5, seed=7),
+    FastAVConfig(strategy="low_attentive", global_layer=2, global_keep_ratio=0.5),
+]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("config", STRATEGIES, ids=lambda c: f"{c.strategy}-{c.global_cut or c.global_keep_ratio}")
+def test_qwen2_matches_masked_key_reference(checkpoints, config, batch):
+    check_against_reference(checkpoints["qwen2"], plain_inputs(batch), config, layout=PLAIN_LAYOUT)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("strategy", ["fastav", "low_attentive"])
+def test_omni_thinker_matches_masked_key_reference(checkpoints, strategy, batch):
+    config = FastAVConfig(strategy=strategy, global_layer=2, global_keep_ratio=0.4, fine_ratio=0.25)
+    pruner = check_against_reference(checkpoints["omni"], omni_inputs(batch), config)
+    # Audio-in-video interleaving: both modalities were present and counted from the token ids.
+    assert all(s.input_tokens["video"] > 0 and s.input_tokens["audio"] > 0 for s in pruner.stats)
+
+
+def test_llama_matches_masked_key_reference(checkpoints):
+    config = FastAVConfig(global_layer=2, global_keep_ratio=0.5, fine_ratio=0.2)
+    check_against_reference(checkpoints["llama"], plain_inputs(3), config, layout=PLAIN_LAYOUT)
+
+
+def test_eager_backend_matches_masked_key_reference(checkpoints):
+    config = FastAVConfig(global_layer=2, global_keep_ratio=0.5, fine_ratio=0.2)
+    check_against_reference(checkpoints["qwen2"], plain_inputs(3), config, layout=PLAIN_LAYOUT, backend="eager")

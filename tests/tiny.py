@@ -1,0 +1,156 @@
+"""Tiny random-weight checkpoints and inputs for tests: written with save_pretrained, loaded with from_pretrained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2_5OmniThinkerForConditionalGeneration,
+)
+from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
+
+VOCAB = 256
+# Qwen2.5-Omni special tokens, remapped into the tiny vocabulary.
+OMNI_IDS = dict(
+    image_token_index=250,
+    video_token_index=251,
+    audio_token_index=252,
+    audio_start_token_id=253,
+    audio_end_token_id=254,
+    vision_start_token_id=248,
+    vision_end_token_id=249,
+)
+# Tokens a plain decoder treats as AV in span/label tests.
+VIDEO_ID, AUDIO_ID = 251, 252
+
+_TEXT = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
+def save_qwen2(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    Qwen2ForCausalLM(Qwen2Config(**_TEXT)).save_pretrained(path)
+    return path
+
+
+def save_llama(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    LlamaForCausalLM(LlamaConfig(**_TEXT)).save_pretrained(path)
+    return path
+
+
+def save_omni_thinker(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(
+            num_mel_bins=128,
+            encoder_layers=1,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            d_model=16,
+            output_dim=64,
+            n_window=100,
+            max_source_positions=1500,
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_heads=2,
+            out_hidden_size=64,
+            fullatt_block_indexes=[0],
+        ),
+        text_config=dict(
+            **{k: v for k, v in _TEXT.items() if k not in ("tie_word_embeddings",)},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        ),
+        **OMNI_IDS,
+    )
+    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(path)
+    return path
+
+
+def load(path: Path, attn: str = "sdpa"):
+    arch = AutoConfig.from_pretrained(path).architectures[0]
+    cls = {
+        "Qwen2ForCausalLM": Qwen2ForCausalLM,
+        "LlamaForCausalLM": LlamaForCausalLM,
+        "Qwen2_5OmniThinkerForConditionalGeneration": Qwen2_5OmniThinkerForConditionalGeneration,
+    }[arch]
+    return cls.from_pretrained(path, attn_implementation=attn, dtype=torch.float32).eval()
+
+
+def left_pad(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def text_av_rows(lengths: list[tuple[int, int, int, int]], seed: int = 0) -> list[list[int]]:
+    """Rows of [prefix text][video][audio][question] with random text ids; lengths per row."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for prefix, video, audio, question in lengths:
+        text = lambda n: torch.randint(3, 200, (n,), generator=g).tolist()  # noqa: E731
+        rows.append(text(prefix) + [VIDEO_ID] * video + [AUDIO_ID] * audio + text(question))
+    return rows
+
+
+def omni_inputs(specs: list[tuple[int, int, int, int]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Batch of audio-in-video inputs for the tiny thinker, laid out as the Omni processor does.
+
+    spec per row: (prefix text tokens, video temporal patches (even), audio mel frames, question tokens).
+    Video grid is (t, 4, 4) patches -> 4 merged tokens per temporal patch, 1 s per temporal patch, so one
+    2-s chunk holds 2 temporal patches (8 video tokens) then up to 50 audio tokens (25/s).
+    """
+    g = torch.Generator().manual_seed(seed)
+    ids = OMNI_IDS
+    rows, grids, audio_lens = [], [], []
+    for prefix, t, frames, question in specs:
+        n_audio = ((frames - 1) // 2 + 1 - 2) // 2 + 1
+        video_chunks = [8] * (t // 2)
+        audio_chunks = [min(50, n_audio - 50 * j) for j in range((n_audio + 49) // 50)]
+        body = [ids["vision_start_token_id"], ids["audio_start_token_id"]]
+        for j in range(max(len(video_chunks), len(audio_chunks))):
+            if j < len(video_chunks):
+                body += [ids["video_token_index"]] * video_chunks[j]
+            if j < len(audio_chunks):
+                body += [ids["audio_token_index"]] * audio_chunks[j]
+        body += [ids["audio_end_token_id"], ids["vision_end_token_id"]]
+        text = lambda n: torch.randint(3, 200, (n,), generator=g).tolist()  # noqa: E731
+        rows.append(text(prefix) + body + text(question))
+        grids.append([t, 4, 4])
+        audio_lens.append(frames)
+    input_ids, attention_mask = left_pad(rows)
+    max_frames = max(audio_lens)
+    features = torch.randn(len(specs), 128, max_frames, generator=g)
+    feature_mask = torch.tensor([[1] * f + [0] * (max_frames - f) for f in audio_lens])
+    n_patches = sum(t * 16 for t, _, _ in grids)
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        input_features=features,
+        feature_attention_mask=feature_mask,
+        pixel_values_videos=torch.randn(n_patches, 3 * 2 * 14 * 14, generator=g),
+        video_grid_thw=torch.tensor(grids),
+        video_second_per_grid=torch.ones(len(specs)),
+        use_audio_in_video=True,
+    )
