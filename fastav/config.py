@@ -106,8 +106,10 @@ class FastAVConfig(BaseModel):
             "low_attentive": ("global_layer", "global_cut", "global_keep_ratio", "fine_ratio", "fine_layers"),
             "fastv": ("fastv_layer", "fastv_ratio"),
         }[self.strategy]
+        if self.global_cut is not None:
+            keys = tuple(k for k in keys if k != "global_keep_ratio")  # the cut decides the budget
         out: dict[str, object] = {"strategy": self.strategy}
-        out.update({k: getattr(self, k) for k in keys})
+        out.update({k: getattr(self, k) for k in keys if getattr(self, k) is not None})
         if self.strategy != "none":
             out["modalities"] = list(self.modalities)
         if self.dry_run:

@@ -9,9 +9,9 @@ from transformers import (
     AutoConfig,
     LlamaConfig,
     LlamaForCausalLM,
+    Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2Config,
     Qwen2ForCausalLM,
-    Qwen2_5OmniThinkerForConditionalGeneration,
 )
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
 

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from fastav import PRESETS, FastAVConfig, get_preset
+from fastav.cli import main, preset_stats
+
+
+@pytest.mark.parametrize("cut", [700, 725, 750])
+def test_videollama2_preset_reproduces_the_papers_56_percent(cut):
+    preset = get_preset("videollama2-av")
+    stats = preset_stats(preset, preset.config.model_copy(update={"global_cut": cut}))
+    assert abs(stats.fastv_flops_ratio - 0.56) <= 0.01
+    assert abs(stats.flops_ratio - 0.56) <= 0.01
+    assert stats.input_tokens == {"text": 44, "video": 676, "audio": 1496, "image": 0}
+    assert stats.after_global["video"] == 676 and stats.after_global["audio"] == cut - 690
+
+
+def test_every_preset_states_assumptions_and_saves_flops():
+    for preset in PRESETS.values():
+        assert preset.assumptions
+        stats = preset_stats(preset, preset.config)
+        assert 0.4 < stats.flops_ratio < 0.7
+        assert stats.tokens_per_layer[0] == sum(count for _, count in preset.segments)
+    assert preset_stats(PRESETS["qwen2.5-omni-7b"], FastAVConfig(strategy="none")).flops_ratio == 1.0
+
+
+def test_span_presets_label_the_segments():
+    import torch
+
+    preset = get_preset("video-salmonn2")
+    labels = preset.layout.labels(None, torch.ones(1, preset.layout.length + 30))
+    assert torch.equal(labels, preset.labels())
+
+
+def test_cli_flops_prints_table_and_ratio(capsys):
+    assert main(["flops", "--preset", "videollama2-av"]) == 0
+    out = capsys.readouterr().out
+    assert "   27      86     42" in out  # tokens and AV tokens entering the last layer
+    assert "56.3% (FastV formula)" in out
+
+
+def test_cli_flops_json_and_several_cuts(capsys):
+    assert main(["flops", "--preset", "videollama2-av", "--cut", "700", "750", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["settings"]["global_cut"] for r in rows] == [700, 750]
+    assert rows[0]["flops_pruned"] < rows[1]["flops_pruned"]
+
+
+def test_cli_rejects_bad_values_naming_the_field(capsys):
+    assert main(["flops", "--preset", "videollama2-av", "--fine-ratio", "1.5"]) == 2
+    assert "fine_ratio" in capsys.readouterr().err
+    assert main(["flops", "--preset", "videollama2-av", "--global-layer", "40"]) == 2
+    assert "global_layer=40" in capsys.readouterr().err
