@@ -7,7 +7,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest
 import torch
 
-from tests import tiny
+from fastav import testing as tiny
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -7,7 +7,7 @@ import torch
 
 import fastav
 from fastav import FastAVConfig, TokenIdLayout
-from tests import tiny
+from fastav import testing as tiny
 from tests.fastav.reference import MaskedKeyReference
 
 TOL = 1e-5

@@ -7,7 +7,7 @@ import torch
 
 import fastav
 from fastav import FastAVConfig, Modality, SpanLayout, TokenIdLayout, UnsupportedModelError
-from tests import tiny
+from fastav import testing as tiny
 from tests.fastav.test_equivalence import PLAIN_LAYOUT, omni_inputs, plain_inputs
 
 
@@ -109,7 +109,7 @@ def test_unsupported_model_is_refused():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64))
-    with pytest.raises(UnsupportedModelError, match="GPT2LMHeadModel.*supported classes"):
+    with pytest.raises(UnsupportedModelError, match=r"GPT2LMHeadModel.*supported classes"):
         fastav.enable(model)
 
 

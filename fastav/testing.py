@@ -1,4 +1,8 @@
-"""Tiny random-weight checkpoints and inputs for tests: written with save_pretrained, loaded with from_pretrained."""
+"""Tiny random-weight checkpoints and synthetic inputs for tests, demos and benchmarks.
+
+Checkpoints are written with save_pretrained and loaded with from_pretrained, like real ones; nothing is
+downloaded. Depends on torch and transformers only.
+"""
 
 from __future__ import annotations
 

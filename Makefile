@@ -1,0 +1,34 @@
+# Quick start: `make demo` runs the embedded-default job, `make test` runs lint and the tests.
+# Both create .venv and install what they need on first use (Python 3.11, CPU is enough).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned: an unpinned resolve may pull a newer multi-GB CUDA build.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint test-all bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev,omni]'
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m jobs.demo
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+test-all: install
+	$(PY) -m pytest -m ''
+
+bench: install
+	$(PY) benchmarks/prefill.py
