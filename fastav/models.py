@@ -1,7 +1,8 @@
 """Which models FastAV supports, and where their text decoder and token layout live.
 
-Support is explicit: a family is listed only when the exact-equivalence tests cover it. Anything else is
-refused with an error naming what was found, never run unpruned.
+Support is explicit: a family is listed only when the exact-equivalence tests cover it. Subclasses of a listed
+transformers class (e.g. VideoLLaMA2-AV's own Qwen2ForCausalLM subclass) inherit its support. Anything else
+is refused with an error naming what was found, never run unpruned.
 """
 
 from __future__ import annotations
@@ -50,9 +51,7 @@ def _omni_layout(config: PretrainedConfig) -> TokenIdLayout:
 # class name -> (family, path from the top module to the text model, layout from the top config)
 _FAMILIES = {
     "Qwen2ForCausalLM": ("qwen2", "model", None),
-    "Qwen2Model": ("qwen2", "", None),
     "LlamaForCausalLM": ("llama", "model", None),
-    "LlamaModel": ("llama", "", None),
     "Qwen2_5OmniThinkerForConditionalGeneration": ("qwen2_5_omni", "model.language_model", _omni_layout),
 }
 
@@ -61,11 +60,19 @@ def supported_classes() -> list[str]:
     return sorted(_FAMILIES)
 
 
+def _supported_base(model: torch.nn.Module) -> str | None:
+    """The supported transformers class `model` is or derives from (e.g. VideoLLaMA2's Qwen2 subclass)."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in _FAMILIES and cls.__module__.startswith("transformers."):
+            return cls.__name__
+    return None
+
+
 def resolve(model: torch.nn.Module) -> Adapter:
-    name = type(model).__name__
-    if name not in _FAMILIES:
+    name = _supported_base(model)
+    if name is None:
         raise UnsupportedModelError(
-            f"FastAV does not support {name}: supported classes are {', '.join(supported_classes())}. "
+            f"FastAV does not support {type(model).__name__}: supported classes are {', '.join(supported_classes())}. "
             "For Qwen2.5-Omni load the thinker (Qwen2_5OmniThinkerForConditionalGeneration); for "
             "VideoLLaMA2-AV / video-SALMONN2 wrap their Qwen2 decoder with a preset layout."
         )

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import fastav
-from fastav import FastAVConfig, TokenIdLayout
+from fastav import FastAVConfig, Modality, TokenIdLayout
 from fastav import testing as tiny
+from fastav.presets import spans_of
 from tests.fastav.reference import MaskedKeyReference
 
 TOL = 1e-5
@@ -45,14 +46,14 @@ def generate(model, inputs):
     )
 
 
-def check_against_reference(path, inputs, config: FastAVConfig, layout=None, backend="sdpa"):
+def check_against_reference(path, inputs, config: FastAVConfig, layout=None, backend="sdpa", av=None):
     pruned = tiny.load(path, backend)
     pruner = fastav.enable(pruned, config, layout=layout if layout is not None else None)
     reference_model = tiny.load(path, "eager")
     reference = MaskedKeyReference(
         reference_model,
         text_config_of(reference_model),
-        av_labels(inputs),
+        av_labels(inputs) if av is None else av,
         {s.layer: (s.rule, s.fraction) for s in pruner.plan.steps},
         cut=config.global_cut,
         keep_ratio=config.global_keep_ratio,
@@ -118,3 +119,22 @@ def test_llama_matches_masked_key_reference(checkpoints):
 def test_eager_backend_matches_masked_key_reference(checkpoints):
     config = FastAVConfig(global_layer=2, global_keep_ratio=0.5, fine_ratio=0.2)
     check_against_reference(checkpoints["qwen2"], plain_inputs(3), config, layout=PLAIN_LAYOUT, backend="eager")
+
+
+def test_span_preset_over_qwen2_with_inputs_embeds(checkpoints):
+    """VideoLLaMA2-AV style: a Qwen2 decoder fed inputs_embeds, AV spans counted from the first real token."""
+    segments = ((Modality.TEXT, 3), (Modality.VIDEO, 20), (Modality.AUDIO, 36), (Modality.TEXT, 5))
+    layout = spans_of(segments)
+    lengths = [64, 60, 62]  # shorter rows lose question tokens at the end, and are left padded
+    embeds = torch.zeros(3, 64, 64)
+    mask = torch.zeros(3, 64, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    for row, n in enumerate(lengths):
+        embeds[row, 64 - n :] = torch.randn(n, 64, generator=g)
+        mask[row, 64 - n :] = 1
+    inputs = {"inputs_embeds": embeds, "attention_mask": mask}
+    av = layout.labels(None, mask) >= int(Modality.VIDEO)
+    config = FastAVConfig(global_layer=2, global_cut=30, fine_ratio=0.25)
+    pruner = check_against_reference(checkpoints["qwen2"], inputs, config, layout=layout, av=av)
+    assert [s.input_tokens["video"] for s in pruner.stats] == [20, 20, 20]
+    assert [s.after_global["audio"] for s in pruner.stats] == [7, 7, 7]

@@ -113,6 +113,23 @@ def test_unsupported_model_is_refused():
         fastav.enable(model)
 
 
+def test_subclass_of_a_supported_class_is_accepted(checkpoints):
+    """VideoLLaMA2-AV ships its own Qwen2ForCausalLM subclass; it must resolve to the Qwen2 family."""
+    from transformers import Qwen2ForCausalLM
+
+    class VideoLLaMA2Qwen2ForCausalLM(Qwen2ForCausalLM):
+        pass
+
+    model = VideoLLaMA2Qwen2ForCausalLM.from_pretrained(checkpoints["qwen2"], attn_implementation="sdpa").eval()
+    pruner = fastav.enable(model, preset="videollama2-av", config=FastAVConfig(global_layer=2, global_cut=20))
+    assert pruner.adapter.family == "qwen2"
+    with torch.no_grad():
+        model(inputs_embeds=torch.randn(1, 50, 64))
+    assert pruner.stats[0].input_tokens == {"text": 14, "video": 36, "audio": 0, "image": 0}
+    # positions 14..19 are before the cut, and the last token (here a video one) is never pruned
+    assert pruner.stats[0].after_global["video"] == 7
+
+
 def test_unsupported_attention_backend_is_refused(checkpoints):
     model = tiny.load(checkpoints["qwen2"], attn="flex_attention")
     with pytest.raises(UnsupportedModelError, match="flex_attention"):
