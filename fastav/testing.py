@@ -19,19 +19,41 @@ from transformers import (
 )
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
 
-VOCAB = 256
-# Qwen2.5-Omni special tokens, remapped into the tiny vocabulary.
+# A byte-level tokenizer: the 256 byte symbols, then Qwen2.5-Omni's special tokens at fixed ids.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+    "<|vision_bos|>",
+    "<|vision_eos|>",
+    "<|IMAGE|>",
+    "<|VIDEO|>",
+)
+TOKEN_ID = {token: 256 + i for i, token in enumerate(SPECIAL_TOKENS)}
+VOCAB = 272
 OMNI_IDS = dict(
-    image_token_index=250,
-    video_token_index=251,
-    audio_token_index=252,
-    audio_start_token_id=253,
-    audio_end_token_id=254,
-    vision_start_token_id=248,
-    vision_end_token_id=249,
+    image_token_index=TOKEN_ID["<|IMAGE|>"],
+    video_token_index=TOKEN_ID["<|VIDEO|>"],
+    audio_token_index=TOKEN_ID["<|AUDIO|>"],
+    audio_start_token_id=TOKEN_ID["<|audio_bos|>"],
+    audio_end_token_id=TOKEN_ID["<|audio_eos|>"],
+    vision_start_token_id=TOKEN_ID["<|vision_bos|>"],
+    vision_end_token_id=TOKEN_ID["<|vision_eos|>"],
 )
 # Tokens a plain decoder treats as AV in span/label tests.
-VIDEO_ID, AUDIO_ID = 251, 252
+VIDEO_ID, AUDIO_ID = OMNI_IDS["video_token_index"], OMNI_IDS["audio_token_index"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'video' %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif c['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif c['type'] == 'image' %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 _TEXT = dict(
     vocab_size=VOCAB,
@@ -60,7 +82,8 @@ def save_llama(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def save_omni_thinker(path: Path, seed: int = 0) -> Path:
+def save_omni_thinker(path: Path, seed: int = 0, processor: bool = False) -> Path:
+    """Tiny thinker; with `processor`, also its tokenizer, chat template and processor configs (torchvision)."""
     torch.manual_seed(seed)
     config = Qwen2_5OmniThinkerConfig(
         audio_config=dict(
@@ -82,13 +105,63 @@ def save_omni_thinker(path: Path, seed: int = 0) -> Path:
             fullatt_block_indexes=[0],
         ),
         text_config=dict(
-            **{k: v for k, v in _TEXT.items() if k not in ("tie_word_embeddings",)},
+            **{k: v for k, v in _TEXT.items() if k not in ("tie_word_embeddings", "pad_token_id", "eos_token_id")},
+            pad_token_id=TOKEN_ID["<|endoftext|>"],
+            eos_token_id=TOKEN_ID["<|im_end|>"],
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
         ),
         **OMNI_IDS,
     )
-    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(path)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    model.generation_config.eos_token_id = TOKEN_ID["<|im_end|>"]
+    model.generation_config.pad_token_id = TOKEN_ID["<|endoftext|>"]
+    model.save_pretrained(path)
+    if processor:
+        build_omni_processor().save_pretrained(path)
     return path
+
+
+def build_tokenizer():
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
+    vocab.update(TOKEN_ID)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        extra_special_tokens={
+            "image_token": "<|IMAGE|>",
+            "audio_token": "<|AUDIO|>",
+            "video_token": "<|VIDEO|>",
+            "vision_bos_token": "<|vision_bos|>",
+            "vision_eos_token": "<|vision_eos|>",
+            "audio_bos_token": "<|audio_bos|>",
+            "audio_eos_token": "<|audio_eos|>",
+        },
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    assert all(tokenizer.convert_tokens_to_ids(t) == i for t, i in TOKEN_ID.items()), "special token ids moved"
+    return tokenizer
+
+
+def build_omni_processor():
+    """Qwen2.5-Omni processor over the byte-level tokenizer; small frames keep token counts low."""
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import Qwen2_5OmniProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    return Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(),
+        video_processor=Qwen2VLVideoProcessor(size={"shortest_edge": 4 * 28 * 28, "longest_edge": 64 * 28 * 28}),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128),
+        tokenizer=build_tokenizer(),
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def load(path: Path, attn: str = "sdpa"):

@@ -1,0 +1,98 @@
+"""PipelineConfig: one validated settings object for the batch-inference job (YAML file or Python).
+
+Unknown keys are rejected by name; credentials never appear here (they come from the standard AWS chain
+or the environment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fastav import FastAVConfig
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Strict):
+    """S3-compatible endpoint; None uses AWS_ENDPOINT_URL or AWS itself. Credentials: AWS chain/env only."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class SourceConfig(_Strict):
+    uri: str = Field(description="s3://bucket/prefix, a local directory, or a manifest (.parquet / .jsonl)")
+    extensions: tuple[str, ...] = Field(default=VIDEO_EXTENSIONS, description="listed files must end with one")
+    limit: int | None = Field(default=None, ge=1)
+    num_shards: int = Field(default=1, ge=1)
+    shard_index: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> SourceConfig:
+        if self.shard_index >= self.num_shards:
+            raise ValueError(f"shard_index={self.shard_index} must be < num_shards={self.num_shards}")
+        return self
+
+
+class DecodeConfig(_Strict):
+    num_frames: int = Field(default=8, ge=2, description="frames sampled uniformly (when fps is not set)")
+    fps: float | None = Field(default=None, gt=0, description="sample at this rate instead, capped at max_frames")
+    max_frames: int = Field(default=32, ge=2)
+    max_side: int = Field(default=448, ge=28, description="longest frame side after decode, in pixels")
+    max_audio_seconds: float = Field(default=30.0, gt=0, description="audio beyond this is not used")
+    max_video_seconds: float = Field(default=600.0, gt=0, description="longer videos become error rows")
+    max_bytes: int = Field(default=2 << 30, ge=1, description="larger objects become error rows")
+    missing_audio: Literal["video_only", "error"] = "video_only"
+    num_cpus: float = Field(default=1.0, gt=0, description="CPUs per decode/preprocess task")
+    memory_mb: int = Field(default=1024, ge=64, description="memory reserved per decode/preprocess task")
+    batch_size: int = Field(default=4, ge=1)
+
+
+class PromptConfig(_Strict):
+    system: str = "You are a helpful assistant that watches and listens to videos."
+    user: str = "Describe what happens in this video and what can be heard."
+    min_pixels: int = Field(default=4 * 28 * 28, ge=28 * 28, description="per-frame pixel floor of the processor")
+    max_pixels: int = Field(default=256 * 28 * 28, ge=28 * 28, description="per-frame pixel cap of the processor")
+
+
+class ModelConfig(_Strict):
+    checkpoint: str = Field(description="local directory or s3://bucket/prefix of a transformers checkpoint")
+    cache_dir: str = Field(default="~/.cache/fastav/models", description="per-node download cache for s3://")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"  # auto: FA2 if installed
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class InferConfig(_Strict):
+    batch_size: int = Field(default=4, ge=1)
+    num_actors: int = Field(default=1, ge=1)
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per actor (0 on CPU machines)")
+    num_cpus: float = Field(default=1.0, gt=0, description="CPUs per actor")
+    max_new_tokens: int = Field(default=64, ge=1)
+
+
+class PipelineConfig(_Strict):
+    source: SourceConfig
+    output: str = Field(description="local directory or s3://bucket/prefix for the Parquet files")
+    model: ModelConfig
+    storage: StorageConfig = StorageConfig()
+    decode: DecodeConfig = DecodeConfig()
+    prompt: PromptConfig = PromptConfig()
+    infer: InferConfig = InferConfig()
+    fastav: FastAVConfig = FastAVConfig()
+    run_id: str | None = Field(default=None, description="default: a timestamp")
+    overwrite: bool = Field(default=False, description="delete earlier outputs instead of resuming")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: object) -> PipelineConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)

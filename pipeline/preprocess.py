@@ -1,0 +1,64 @@
+"""Preprocess: the model's own processor turns decoded frames + audio + prompt into model inputs.
+
+The processor is loaded from the checkpoint (`AutoProcessor.from_pretrained`), once per worker process.
+With an audio track the Qwen2.5-Omni processor interleaves video and audio tokens per 2-s chunk
+(`load_audio_from_video=True` with the audio we decoded ourselves); without one the video goes alone.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from pipeline.config import PromptConfig
+
+
+@functools.lru_cache(maxsize=2)
+def load_processor(path: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(path)
+
+
+def conversation(system: str, user: str) -> list[dict]:
+    return [
+        {"role": "system", "content": [{"type": "text", "text": system}]},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": user}]},
+    ]
+
+
+def build_inputs(
+    processor,
+    frames: np.ndarray,
+    sample_fps: float,
+    audio: np.ndarray | None,
+    prompt: PromptConfig,
+    user: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Processor outputs for one video, batch dimension removed where it is per-sample."""
+    text = processor.apply_chat_template(
+        conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
+    )
+    kwargs = dict(
+        text=[text],
+        videos=[frames],
+        fps=float(sample_fps),
+        do_sample_frames=False,
+        cap_pixels_per_frame=True,  # qwen-vl-utils' per-frame cap, the reference behaviour
+        size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels},
+        return_tensors="np",
+    )
+    if audio is not None:
+        kwargs.update(audio=[audio], audio_from_video_indices=[0], load_audio_from_video=True)
+    out = processor(**kwargs)
+    inputs = {
+        "input_ids": out["input_ids"][0].astype(np.int64),
+        "pixel_values_videos": out["pixel_values_videos"].astype(np.float32),
+        "video_grid_thw": out["video_grid_thw"].astype(np.int64),
+        "video_second_per_grid": np.asarray(out["video_second_per_grid"], dtype=np.float32),
+    }
+    if audio is not None:
+        inputs["input_features"] = out["input_features"][0].astype(np.float32)
+        inputs["feature_attention_mask"] = out["feature_attention_mask"][0].astype(np.int64)
+    return inputs

@@ -1,0 +1,61 @@
+"""CPU stages for Ray Data `map_batches`: decode and preprocess. Each row carries on, success or error."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.checkpoint import local_checkpoint
+from pipeline.config import DecodeConfig, ModelConfig, PromptConfig, StorageConfig
+from pipeline.decode import VideoError, decode_video
+from pipeline.preprocess import build_inputs, load_processor
+from pipeline.rows import map_ok_rows, pack, timed, to_batch, to_rows, unpack
+from pipeline.storage import Storage
+
+
+class DecodeStage:
+    """Read each object and decode it: frames and audio go on as one packed column."""
+
+    def __init__(self, decode: DecodeConfig, storage: StorageConfig) -> None:
+        self.decode, self.storage = decode, storage
+
+    def _row(self, row: dict) -> None:
+        with timed(row, "decode_ms"):
+            try:
+                data = Storage(self.storage).read(row["uri"])
+            except Exception as error:
+                raise VideoError("ReadError", f"{type(error).__name__}: {error}") from error
+            video = decode_video(data, self.decode)
+        audio = video.audio if video.audio is not None else np.zeros(0, np.float32)
+        row["media"] = pack(frames=video.frames, audio=audio, sample_fps=np.float64(video.sample_fps))
+        row["has_audio"] = video.audio is not None
+        row["frames_used"] = int(video.frames.shape[0])
+        row["audio_seconds"] = float(audio.size / 16_000)
+        row["video_seconds"] = float(video.duration)
+        row["decoder"] = video.decoder
+
+    def __call__(self, batch: dict) -> dict:
+        return to_batch(map_ok_rows(to_rows(batch), self._row))
+
+
+class PreprocessStage:
+    """Build model inputs with the checkpoint's own processor (loaded once per worker process)."""
+
+    def __init__(self, prompt: PromptConfig, model: ModelConfig, storage: StorageConfig) -> None:
+        self.prompt, self.model, self.storage = prompt, model, storage
+
+    def _row(self, row: dict) -> None:
+        with timed(row, "preprocess_ms"):
+            processor = load_processor(str(local_checkpoint(self.model, Storage(self.storage))))
+            media = unpack(row.pop("media"))
+            audio = media["audio"] if row["has_audio"] else None
+            inputs = build_inputs(
+                processor, media["frames"], float(media["sample_fps"]), audio, self.prompt, row.get("prompt")
+            )
+        row["inputs"] = pack(**inputs)
+        row["use_audio_in_video"] = audio is not None
+
+    def __call__(self, batch: dict) -> dict:
+        rows = map_ok_rows(to_rows(batch), self._row)
+        for row in rows:
+            row.pop("media", None)  # error rows still hold it: free it before inference
+        return to_batch(rows)

@@ -1,0 +1,110 @@
+"""Object storage: one small interface over local paths and S3-compatible URIs.
+
+S3 goes through boto3 with an explicit endpoint (pyarrow's S3 client ignores AWS_ENDPOINT_URL, boto3 honours
+it; we pass it explicitly either way). Credentials come from the standard AWS chain or the environment.
+Writes are atomic: a local file is written beside its target and renamed; an S3 PUT is atomic by itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import StorageConfig
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}" if is_s3(base) else str(Path(base) / name)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+
+
+@functools.lru_cache(maxsize=8)
+def _client(endpoint_url: str | None, region: str | None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+        region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+class Storage:
+    def __init__(self, config: StorageConfig | None = None) -> None:
+        self.config = config or StorageConfig()
+
+    @property
+    def s3(self):
+        return _client(self.config.endpoint_url, self.config.region)
+
+    def list(self, uri: str) -> Iterator[ObjectInfo]:
+        """Every object under a prefix / file under a directory, in lexicographic order."""
+        if is_s3(uri):
+            bucket, prefix = split_s3(uri)
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    if not item["Key"].endswith("/"):
+                        yield ObjectInfo(f"s3://{bucket}/{item['Key']}", int(item["Size"]))
+            return
+        root = Path(uri).expanduser()
+        if root.is_dir():
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                yield ObjectInfo(str(path), path.stat().st_size)
+
+    def read(self, uri: str) -> bytes:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return Path(uri).expanduser().read_bytes()
+
+    def write(self, uri: str, data: bytes) -> None:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+            return
+        target = Path(uri).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def delete(self, uri: str) -> None:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            self.s3.delete_object(Bucket=bucket, Key=key)
+        else:
+            Path(uri).expanduser().unlink(missing_ok=True)
+
+    def download_dir(self, uri: str, target: Path) -> None:
+        """Copy every object under an s3:// prefix into `target`, keeping relative paths."""
+        prefix = uri.rstrip("/") + "/"
+        for obj in self.list(prefix):
+            dest = target / obj.uri[len(prefix) :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            bucket, key = split_s3(obj.uri)
+            self.s3.download_file(bucket, key, str(dest))

@@ -1,0 +1,75 @@
+"""Run summary: counts, errors by type, tokens and FLOPs saved, throughput; a table and `_summary.json`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pyarrow.compute as pc
+
+from pipeline.sink import SUMMARY_NAME, read_parts
+from pipeline.storage import Storage, join
+
+_COLUMNS = [
+    "id", "status", "error_type", "run_id", "tokens_input", "tokens_last_layer", "av_tokens_last_layer",
+    "tokens_video", "tokens_audio", "flops_unpruned", "flops_pruned", "decode_ms", "preprocess_ms", "prefill_ms",
+    "generate_ms",
+]  # fmt: skip
+
+
+def _sum(table, column) -> float:
+    return float(pc.sum(table[column]).as_py() or 0)
+
+
+def _mean(table, column) -> float | None:
+    value = pc.mean(table[column]).as_py()
+    return round(value, 1) if value is not None else None
+
+
+def summarize(output: str, storage: Storage, run: dict) -> dict:
+    """Summary of everything in `output` (all runs so far) plus this run's counts and throughput."""
+    table = read_parts(output, storage, _COLUMNS)
+    ok = table.filter(pc.equal(table["status"], "success"))
+    this_run = table.filter(pc.equal(table["run_id"], run["run_id"]))
+    flops_unpruned, flops_pruned = _sum(ok, "flops_unpruned"), _sum(ok, "flops_pruned")
+    wall = run.get("wall_seconds") or 0.0
+    summary = {
+        **run,
+        "output": output,
+        "videos": table.num_rows,
+        "success": ok.num_rows,
+        "error": table.num_rows - ok.num_rows,
+        "errors_by_type": dict(Counter(v for v in table["error_type"].to_pylist() if v)),
+        "processed_this_run": this_run.num_rows,
+        "videos_per_second_this_run": round(this_run.num_rows / wall, 3) if wall else None,
+        "tokens_input": int(_sum(ok, "tokens_input")),
+        "tokens_last_layer": int(_sum(ok, "tokens_last_layer")),
+        "tokens_video": int(_sum(ok, "tokens_video")),
+        "tokens_audio": int(_sum(ok, "tokens_audio")),
+        "flops_unpruned": flops_unpruned,
+        "flops_pruned": flops_pruned,
+        "flops_saved": flops_unpruned - flops_pruned,
+        "flops_ratio": round(flops_pruned / flops_unpruned, 4) if flops_unpruned else None,
+        "mean_ms": {c: _mean(ok, c) for c in ("decode_ms", "preprocess_ms", "prefill_ms", "generate_ms")},
+    }
+    storage.write(join(output, SUMMARY_NAME), json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"run {summary['run_id']} -> {summary['output']}",
+        f"  videos          {summary['videos']} ({summary['success']} success, {summary['error']} error)",
+        f"  this run        {summary['processed_this_run']} in {summary.get('wall_seconds', 0):.1f}s"
+        + (f" ({summary['videos_per_second_this_run']} videos/s)" if summary["videos_per_second_this_run"] else ""),
+    ]
+    for kind, count in sorted(summary["errors_by_type"].items()):
+        lines.append(f"  error {kind:<10}{count}")
+    if summary["flops_ratio"] is not None:
+        lines += [
+            f"  tokens          {summary['tokens_input']} in, {summary['tokens_last_layer']} at the last layer",
+            f"  prefill FLOPs   {summary['flops_ratio']:.1%} of unpruned "
+            f"({summary['flops_saved'] / 1e9:.2f} GFLOPs saved)",
+            "  mean ms         " + ", ".join(f"{k[:-3]} {v}" for k, v in summary["mean_ms"].items()),
+        ]
+    return "\n".join(lines)
