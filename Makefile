@@ -1,4 +1,4 @@
-# Quick start: `make demo` runs the embedded-default job, `make test` runs lint and the tests.
+# Quick start: `make run` runs the batch job on the embedded default, `make test` runs lint and the tests.
 # Both create .venv and install what they need on first use (Python 3.11, CPU is enough).
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # torch first, pinned: an unpinned resolve may pull a newer multi-GB CUDA build.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint test-all bench
+.PHONY: install run test lint test-all bench
 
 install: $(VENV)/.installed
 
@@ -14,11 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,omni]'
+	$(PY) -m pip install -q -e '.[pipeline,dev]'
 	touch $@
 
-demo: install
-	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m jobs.demo
+# Extra arguments: make run ARGS="--config jobs/configs/example.yaml"
+run: install
+	RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m jobs.batch_infer $(ARGS)
 
 lint: install
 	$(PY) -m ruff check .
@@ -31,4 +32,5 @@ test-all: install
 	$(PY) -m pytest -m ''
 
 bench: install
-	$(PY) benchmarks/prefill.py
+	$(PY) -m benchmarks.prefill
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.pipeline

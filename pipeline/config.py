@@ -52,7 +52,7 @@ class DecodeConfig(_Strict):
     max_bytes: int = Field(default=2 << 30, ge=1, description="larger objects become error rows")
     missing_audio: Literal["video_only", "error"] = "video_only"
     num_cpus: float = Field(default=1.0, gt=0, description="CPUs per decode/preprocess task")
-    memory_mb: int = Field(default=1024, ge=64, description="memory reserved per decode/preprocess task")
+    memory_mb: int = Field(default=2048, ge=64, description="memory reserved per decode/preprocess task")
     batch_size: int = Field(default=4, ge=1)
 
 

@@ -66,7 +66,10 @@ def run(config: PipelineConfig) -> dict:
     if todo:
         if not ray.is_initialized():
             ray.init(logging_level=logging.WARNING)
-        build_dataset(config, todo).write_datasink(ParquetSink(config.output, config.storage, run_id))
+        # Writing a small Parquet file is I/O, not compute: a fraction of a CPU keeps it off the decode slots.
+        build_dataset(config, todo).write_datasink(
+            ParquetSink(config.output, config.storage, run_id), ray_remote_args={"num_cpus": 0.1}
+        )
     run_info = {
         "run_id": run_id,
         "listed": len(videos),

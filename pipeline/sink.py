@@ -124,12 +124,13 @@ def prepare_output(output: str, storage: Storage, overwrite: bool) -> set[str]:
         if overwrite:
             storage.delete(uri)
             continue
-        table = pq.read_table(io.BytesIO(storage.read(uri)))
-        ok = pc.equal(table["status"], "success")
-        kept = table.filter(ok)
-        done.update(kept["id"].to_pylist())
-        if kept.num_rows == table.num_rows:
+        data = storage.read(uri)
+        status = pq.read_table(io.BytesIO(data), columns=["id", "status"])
+        ok = pc.equal(status["status"], "success")
+        done.update(status.filter(ok)["id"].to_pylist())
+        if pc.all(ok).as_py():
             continue
+        kept = pq.read_table(io.BytesIO(data)).filter(ok)
         if kept.num_rows:
             storage.write(uri, encode_parquet(kept))
         else:

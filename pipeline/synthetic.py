@@ -63,14 +63,17 @@ def make_clip(
     return buffer.getvalue()
 
 
-def write_corpus(directory: Path, count: int = 6, seconds: float = 3.0) -> list[Path]:
+def write_corpus(
+    directory: Path, count: int = 6, seconds: float = 3.0, fps: int = 8, size: tuple[int, int] = (112, 112)
+) -> list[Path]:
     """`count` good clips with audio, varied in length, colour and tone."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
         path = directory / f"clip_{i:04d}.mp4"
         if not path.exists():
-            path.write_bytes(make_clip(seconds=seconds + (i % 3), tone_hz=220.0 * (1 + i % 4), seed=i))
+            clip = make_clip(seconds=seconds + (i % 3), fps=fps, size=size, tone_hz=220.0 * (1 + i % 4), seed=i)
+            path.write_bytes(clip)
         paths.append(path)
     return paths
 

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from pipeline import decode
+from pipeline.config import DecodeConfig
+from pipeline.decode import VideoError, decode_video, frame_indices
+from pipeline.synthetic import make_clip
+
+
+@pytest.fixture(scope="module")
+def clip() -> bytes:
+    return make_clip(seconds=3.0, fps=8, size=(160, 96), tone_hz=440.0)
+
+
+def test_decord_reads_frames_and_16k_mono_audio(clip):
+    video = decode_video(clip, DecodeConfig(num_frames=6))
+    assert video.decoder == "decord"
+    assert video.frames.shape == (6, 96, 160, 3) and video.frames.dtype == np.uint8
+    assert video.audio is not None and abs(video.audio.size / 16_000 - 3.0) < 0.2
+    assert np.abs(video.audio).max() <= 1.0 and np.abs(video.audio).max() > 0.2  # the tone, not silence
+    assert abs(video.duration - 3.0) < 0.2 and abs(video.sample_fps - 2.0) < 0.2
+
+
+def test_pyav_fallback_matches_decord(clip):
+    config = DecodeConfig(num_frames=4)
+    by_decord = decode._decode_decord(clip, config)
+    by_pyav = decode._decode_pyav(clip, config)
+    assert by_pyav.frames.shape == by_decord.frames.shape
+    assert np.abs(by_pyav.frames.astype(int) - by_decord.frames.astype(int)).mean() < 3
+    assert abs(by_pyav.audio.size - by_decord.audio.size) < 2048
+
+
+def test_fallback_is_used_when_decord_fails(clip, monkeypatch):
+    def broken(data, config):
+        raise RuntimeError("decord cannot read this")
+
+    monkeypatch.setattr(decode, "_decode_decord", broken)
+    assert decode_video(clip, DecodeConfig()).decoder == "pyav"
+
+
+def test_fps_sampling_caps_and_even_counts():
+    assert len(frame_indices(240, 24.0, DecodeConfig(fps=1.0))) == 10
+    assert len(frame_indices(2400, 24.0, DecodeConfig(fps=2.0, max_frames=16))) == 16
+    assert len(frame_indices(240, 24.0, DecodeConfig(num_frames=7))) == 6
+    short = frame_indices(3, 24.0, DecodeConfig(num_frames=8)).tolist()  # fewer frames than asked: repeats
+    assert len(short) == 8 and short[0] == 0 and short[-1] == 2 and short == sorted(short)
+
+
+def test_frames_are_shrunk_to_max_side(clip):
+    video = decode_video(clip, DecodeConfig(num_frames=2, max_side=80))
+    assert max(video.frames.shape[1:3]) == 80 and video.frames.shape[1:3] == (48, 80)
+
+
+def test_audio_is_capped(clip):
+    assert decode_video(clip, DecodeConfig(max_audio_seconds=1.0)).audio.size == 16_000
+
+
+def test_video_without_audio():
+    silent = make_clip(seconds=2.0, tone_hz=None)
+    assert decode_video(silent, DecodeConfig()).audio is None
+    with pytest.raises(VideoError) as info:
+        decode_video(silent, DecodeConfig(missing_audio="error"))
+    assert info.value.kind == "NoAudio"
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [(b"", "EmptyObject"), (b"garbage" * 100, "DecodeError"), (b"\x00" * 64, "DecodeError")],
+)
+def test_bad_bytes_become_typed_errors(data, kind):
+    with pytest.raises(VideoError) as info:
+        decode_video(data, DecodeConfig())
+    assert info.value.kind == kind
+
+
+def test_size_and_duration_caps(clip):
+    with pytest.raises(VideoError, match="max_bytes") as info:
+        decode_video(clip, DecodeConfig(max_bytes=100))
+    assert info.value.kind == "TooLarge"
+    with pytest.raises(VideoError, match="max_video_seconds") as info:
+        decode_video(clip, DecodeConfig(max_video_seconds=1.0))
+    assert info.value.kind == "TooLong"
