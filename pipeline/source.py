@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from pathlib import Path
 
 from pipeline.config import SourceConfig
 from pipeline.storage import Storage, is_s3
@@ -42,11 +43,8 @@ def list_videos(config: SourceConfig, storage: Storage) -> list[dict]:
             for obj in storage.list(uri)
             if obj.uri.lower().endswith(config.extensions) and not obj.uri.rsplit("/", 1)[-1].startswith(".")
         ]
-        if not rows and not is_s3(uri):
-            from pathlib import Path
-
-            if not Path(uri).expanduser().is_dir():
-                raise FileNotFoundError(f"source.uri {uri} is not a directory, an s3:// prefix or a manifest")
+        if not rows and not is_s3(uri) and not Path(uri).expanduser().is_dir():
+            raise FileNotFoundError(f"source.uri {uri} is not a directory, an s3:// prefix or a manifest")
     for row in rows:
         row["id"] = video_id(row["uri"])
     rows.sort(key=lambda r: r["uri"])
