@@ -39,7 +39,9 @@ def embedded_default(workdir: Path) -> PipelineConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="YAML PipelineConfig; omitted: the embedded default")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="YAML PipelineConfig; omitted: the embedded default")
+    source.add_argument("--config-json", help="the PipelineConfig as JSON (what `fastav submit` sends)")
     parser.add_argument("--workdir", type=Path, default=Path("work/default"), help="embedded default's files")
     parser.add_argument("--output", help="override output")
     parser.add_argument("--run-id", help="override run_id")
@@ -51,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.summary import format_summary
 
     try:
-        config = PipelineConfig.from_yaml(args.config) if args.config else embedded_default(args.workdir)
+        if args.config_json:
+            config = PipelineConfig.model_validate_json(args.config_json)
+        elif args.config:
+            config = PipelineConfig.from_yaml(args.config)
+        else:
+            config = embedded_default(args.workdir)
         overrides = {"output": args.output, "run_id": args.run_id, "overwrite": args.overwrite or None}
         config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     except (ValidationError, OSError) as error:

@@ -22,6 +22,7 @@ from pipeline.checkpoint import local_checkpoint
 from pipeline.config import InferConfig, ModelConfig, StorageConfig
 from pipeline.preprocess import load_processor
 from pipeline.rows import OK, fail, to_batch, to_rows, unpack
+from pipeline.stages import node_id
 from pipeline.storage import Storage
 
 THINKER_ARCHITECTURES = {
@@ -151,8 +152,9 @@ class InferActor:
 
     def __call__(self, batch: dict) -> dict:
         rows = to_rows(batch)
+        node = node_id()
         for row in rows:
-            row["model_id"], row["fastav_settings"] = self.model_id, self.settings
+            row["model_id"], row["fastav_settings"], row["infer_node"] = self.model_id, self.settings, node
         for flag in (True, False):
             group = [r for r in rows if r.get("status") == OK and bool(r.get("use_audio_in_video")) == flag]
             if not group:

@@ -49,6 +49,8 @@ SCHEMA = pa.schema(
         pa.field("prefill_ms", pa.float64()),  # time to first token of the generate() batch the row was in
         pa.field("generate_ms", pa.float64()),  # wall time of that whole generate() batch
         pa.field("batch_rows", pa.int32()),
+        pa.field("decode_node", pa.string()),  # Ray node ids that decoded / ran the model
+        pa.field("infer_node", pa.string()),
         pa.field("model_id", pa.string()),
         pa.field("fastav_settings", pa.string()),  # JSON of the FastAV settings that ran
         pa.field("run_id", pa.string(), nullable=False),

@@ -12,6 +12,13 @@ from pipeline.rows import map_ok_rows, pack, timed, to_batch, to_rows, unpack
 from pipeline.storage import Storage
 
 
+def node_id() -> str | None:
+    """The Ray node this runs on (None outside Ray): which machine did the work, for operators."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 class DecodeStage:
     """Read each object and decode it: frames and audio go on as one packed column."""
 
@@ -32,6 +39,7 @@ class DecodeStage:
         row["audio_seconds"] = float(audio.size / 16_000)
         row["video_seconds"] = float(video.duration)
         row["decoder"] = video.decoder
+        row["decode_node"] = node_id()
 
     def __call__(self, batch: dict) -> dict:
         return to_batch(map_ok_rows(to_rows(batch), self._row))

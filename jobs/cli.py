@@ -1,0 +1,154 @@
+"""`fastav` command line: run a job here, submit it to a Ray cluster, follow it; plus the library's tools.
+
+    fastav run --config job.yaml                       # on this machine (local Ray, or RAY_ADDRESS)
+    fastav submit --config job.yaml --address http://head:8265 [--wait]
+    fastav status <submission-id> --address http://head:8265 [--logs]
+    fastav flops --preset videollama2-av               # library tools (fastav.cli)
+
+`submit` validates the config before anything leaves this machine, ships the project directory as the job's
+working_dir and the config inline in the entrypoint (it holds no secrets), and forwards credentials from the
+environment by name: their values go to the cluster, never to the screen or the logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pipeline.config import PipelineConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FORWARDED_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "HF_HUB_OFFLINE",
+    "HF_TOKEN",
+)
+UPLOAD_EXCLUDES = [".git", ".venv", "work", "**/__pycache__", ".pytest_cache", ".ruff_cache", "benchmarks/results"]
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def load_config(path: Path, **overrides) -> PipelineConfig:
+    config = PipelineConfig.from_yaml(path)
+    return config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def entrypoint(config: PipelineConfig) -> str:
+    return "python -m jobs.batch_infer --config-json " + shlex.quote(config.model_dump_json(exclude_none=True))
+
+
+def runtime_env(working_dir: Path, env_names: list[str]) -> tuple[dict, list[str]]:
+    forwarded = {name: os.environ[name] for name in env_names if name in os.environ}
+    env = {"working_dir": str(working_dir), "excludes": UPLOAD_EXCLUDES, "env_vars": forwarded}
+    return env, sorted(forwarded)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from jobs.batch_infer import main as batch_main
+
+    argv = ["--config", str(args.config)] if args.config else []
+    for flag, value in (("--output", args.output), ("--run-id", args.run_id)):
+        if value:
+            argv += [flag, value]
+    return batch_main([*argv, *(["--overwrite"] if args.overwrite else [])])
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address)
+
+
+def wait_for(client, submission_id: str, timeout: float, poll: float = 2.0) -> str:
+    deadline = time.monotonic() + timeout
+    status = str(client.get_job_status(submission_id).value)
+    while status not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(poll)
+        status = str(client.get_job_status(submission_id).value)
+    return status
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = load_config(args.config, output=args.output, run_id=args.run_id, overwrite=args.overwrite or None)
+    env, names = runtime_env(Path(args.working_dir).resolve(), list(FORWARDED_ENV) + (args.env or []))
+    client = _client(args.address)
+    submission_id = client.submit_job(entrypoint=entrypoint(config), runtime_env=env, submission_id=args.submission_id)
+    print(f"submitted {submission_id} to {args.address} (forwarded env: {', '.join(names) or 'none'})")
+    if not args.wait:
+        return 0
+    status = wait_for(client, submission_id, args.timeout)
+    print(f"{submission_id}: {status}")
+    if status != "SUCCEEDED":
+        print(client.get_job_logs(submission_id)[-4000:], file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args.address)
+    info = client.get_job_info(args.submission_id)
+    print(json.dumps({"submission_id": args.submission_id, "status": str(info.status.value), "message": info.message}))
+    if args.logs:
+        print(client.get_job_logs(args.submission_id)[-args.tail :])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastav", description="FastAV batch inference")
+    sub = parser.add_subparsers(dest="command", required=True)
+    address = os.environ.get("RAY_API_SERVER_ADDRESS", os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"))
+
+    run = sub.add_parser("run", help="run the batch job here (embedded default without --config)")
+    submit = sub.add_parser("submit", help="submit the batch job to a Ray cluster's job API")
+    for p in (run, submit):
+        p.add_argument("--config", type=Path, required=p is submit)
+        p.add_argument("--output")
+        p.add_argument("--run-id")
+        p.add_argument("--overwrite", action="store_true")
+    run.set_defaults(func=cmd_run)
+    submit.add_argument("--address", default=address, help="dashboard address, e.g. http://head:8265")
+    submit.add_argument("--working-dir", default=str(PROJECT_ROOT), help="project directory shipped to the job")
+    submit.add_argument("--env", action="append", help="extra environment variable to forward, by name")
+    submit.add_argument("--submission-id", help="idempotency: a second submit with the same id is refused")
+    submit.add_argument("--wait", action="store_true", help="wait for a terminal state; exit 1 unless SUCCEEDED")
+    submit.add_argument("--timeout", type=float, default=3600)
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="status (and logs) of a submitted job")
+    status.add_argument("submission_id")
+    status.add_argument("--address", default=address)
+    status.add_argument("--logs", action="store_true")
+    status.add_argument("--tail", type=int, default=4000, help="characters of log to print")
+    status.set_defaults(func=cmd_status)
+
+    for name in ("flops", "presets"):
+        sub.add_parser(name, help=f"library tool: fastav {name} --help", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("flops", "presets"):
+        from fastav.cli import main as library_main
+
+        return library_main(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValidationError, OSError) as error:
+        print(f"fastav: invalid configuration: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
