@@ -18,6 +18,7 @@ import os
 import shlex
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -79,11 +80,27 @@ def wait_for(client, submission_id: str, timeout: float, poll: float = 2.0) -> s
     return status
 
 
+def new_submission_id() -> str:
+    return f"fastav-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def submit_with_retry(client, command: str, env: dict, submission_id: str, patience: float = 120.0) -> str:
+    """Submit; while a just-started head reports no job agent yet, retry with the same id (no duplicates)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return client.submit_job(entrypoint=command, runtime_env=env, submission_id=submission_id)
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     config = load_config(args.config, output=args.output, run_id=args.run_id, overwrite=args.overwrite or None)
     env, names = runtime_env(Path(args.working_dir).resolve(), list(FORWARDED_ENV) + (args.env or []))
     client = _client(args.address)
-    submission_id = client.submit_job(entrypoint=entrypoint(config), runtime_env=env, submission_id=args.submission_id)
+    submission_id = submit_with_retry(client, entrypoint(config), env, args.submission_id or new_submission_id())
     print(f"submitted {submission_id} to {args.address} (forwarded env: {', '.join(names) or 'none'})")
     if not args.wait:
         return 0

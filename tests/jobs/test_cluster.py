@@ -52,6 +52,12 @@ def two_node_cluster(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
     common = ["--block", "--num-cpus", "2", "--disable-usage-stats"]
+
+    def own_ports() -> list[str]:
+        # Every node's agents get free ports: another Ray instance on this machine holds the defaults.
+        names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port")
+        return [f"--{name}={_free_port()}" for name in (*names, "runtime-env-agent-port")]
+
     processes = []
     logs = []
     try:
@@ -73,7 +79,11 @@ def two_node_cluster(tmp_path):
             logs.append(log)
             processes.append(
                 subprocess.Popen(
-                    ["ray", "start", *args, *common], env=env, stdout=log, stderr=log, start_new_session=True
+                    ["ray", "start", *args, *common, *own_ports()],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
                 )
             )
             if name == "head":
@@ -92,6 +102,10 @@ def two_node_cluster(tmp_path):
                 process.wait(timeout=30)
         for log in logs:
             log.close()
+        # `ray start` records its cluster for later ray.init() calls; a killed cluster must not be found again.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 @pytest.mark.timeout(600)
