@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from jobs.cli import main as fastav_main
 
 ROOT = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")  # the CLI of this interpreter's Ray, activated venv or not
 
 
 def _free_port() -> int:
@@ -79,7 +81,7 @@ def two_node_cluster(tmp_path):
             logs.append(log)
             processes.append(
                 subprocess.Popen(
-                    ["ray", "start", *args, *common, *own_ports()],
+                    [RAY, "start", *args, *common, *own_ports()],
                     env=env,
                     stdout=log,
                     stderr=log,
