@@ -53,6 +53,8 @@ def two_node_cluster(tmp_path):
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
+    # Cluster nodes run job entrypoints (`python -m ...`) with this interpreter's environment first on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     common = ["--block", "--num-cpus", "2", "--disable-usage-stats"]
 
     def own_ports() -> list[str]:
