@@ -66,10 +66,9 @@ def run(config: PipelineConfig) -> dict:
     if todo:
         if not ray.is_initialized():
             ray.init(logging_level=logging.WARNING)
-        # Writing a small Parquet file is I/O, not compute: a fraction of a CPU keeps it off the decode slots.
-        build_dataset(config, todo).write_datasink(
-            ParquetSink(config.output, config.storage, run_id), ray_remote_args={"num_cpus": 0.1}
-        )
+        # Write tasks keep Ray's default of 1 CPU: fractional or zero-CPU writes measured 2-3x slower end to end
+        # here (benchmarks/pipeline.py), as Ray Data then schedules many more of them against the decode tasks.
+        build_dataset(config, todo).write_datasink(ParquetSink(config.output, config.storage, run_id))
     run_info = {
         "run_id": run_id,
         "listed": len(videos),
