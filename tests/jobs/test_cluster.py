@@ -107,7 +107,9 @@ def two_node_cluster(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_submit_batch_job_to_two_node_cluster(two_node_cluster, s3, s3_endpoint, omni_checkpoint, clips, tmp_path):
+def test_submit_batch_job_to_two_node_cluster(
+    two_node_cluster, s3, s3_endpoint, omni_checkpoint, clips, tmp_path, capsys
+):
     for bucket in ("cluster-videos", "cluster-models", "cluster-results"):
         s3.s3.create_bucket(Bucket=bucket)
     good = [name for name in sorted(clips) if name.startswith("clip_")]
@@ -133,6 +135,12 @@ def test_submit_batch_job_to_two_node_cluster(two_node_cluster, s3, s3_endpoint,
         ["submit", "--config", str(config_file), "--address", two_node_cluster, "--wait", "--timeout", "480"]
     )
     assert code == 0
+    submitted = capsys.readouterr().out
+    submission_id = submitted.split()[1]
+    assert "AWS_SECRET_ACCESS_KEY" in submitted and os.environ["AWS_SECRET_ACCESS_KEY"] not in submitted
+    assert fastav_main(["status", submission_id, "--address", two_node_cluster]) == 0
+    status = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert status["status"] == "SUCCEEDED" and status["submission_id"] == submission_id
 
     parts = []
     for obj in s3.list("s3://cluster-results/run/"):
