@@ -74,28 +74,30 @@ def load_model(path: str, config: ModelConfig):
 
 
 def _collate(inputs: list[dict[str, np.ndarray]], pad_id: int, device: str, dtype: torch.dtype) -> dict:
+    """One batch from per-video inputs (read-only views of the payloads: only ever copied from)."""
     width = max(len(x["input_ids"]) for x in inputs)
-    ids = torch.full((len(inputs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    ids = np.full((len(inputs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(inputs), width), dtype=np.int64)
     for i, x in enumerate(inputs):  # left padding: the last position is real in every row
-        ids[i, width - len(x["input_ids"]) :] = torch.from_numpy(x["input_ids"])
+        ids[i, width - len(x["input_ids"]) :] = x["input_ids"]
         mask[i, width - len(x["input_ids"]) :] = 1
-    batch = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "pixel_values_videos": torch.from_numpy(np.concatenate([x["pixel_values_videos"] for x in inputs])).to(dtype),
-        "video_grid_thw": torch.from_numpy(np.concatenate([x["video_grid_thw"] for x in inputs])),
-        "video_second_per_grid": torch.from_numpy(np.concatenate([x["video_second_per_grid"] for x in inputs])),
-    }
+    batch = {"input_ids": ids, "attention_mask": mask}
+    for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid"):
+        batch[key] = np.concatenate([x[key] for x in inputs])
     if "input_features" in inputs[0]:
+        # Features arrive trimmed to their valid frames: pad to the longest (the model reads masked frames only).
         frames = max(x["input_features"].shape[-1] for x in inputs)
-        features = torch.zeros(len(inputs), inputs[0]["input_features"].shape[0], frames)
-        feature_mask = torch.zeros(len(inputs), frames, dtype=torch.long)
+        features = np.zeros((len(inputs), inputs[0]["input_features"].shape[0], frames), dtype=np.float32)
+        feature_mask = np.zeros((len(inputs), frames), dtype=np.int64)
         for i, x in enumerate(inputs):
-            features[i, :, : x["input_features"].shape[-1]] = torch.from_numpy(x["input_features"])
-            feature_mask[i, : x["feature_attention_mask"].shape[-1]] = torch.from_numpy(x["feature_attention_mask"])
-        batch["input_features"], batch["feature_attention_mask"] = features.to(dtype), feature_mask
-    return {k: v.to(device) for k, v in batch.items()}
+            features[i, :, : x["input_features"].shape[-1]] = x["input_features"]
+            feature_mask[i, : x["feature_attention_mask"].shape[-1]] = x["feature_attention_mask"]
+        batch["input_features"], batch["feature_attention_mask"] = features, feature_mask
+    tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+    for key in ("pixel_values_videos", "input_features"):
+        if key in tensors:
+            tensors[key] = tensors[key].to(dtype)
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
 def stats_columns(stats: fastav.SampleStats) -> dict:

@@ -28,15 +28,16 @@ def conversation(system: str, user: str) -> list[dict]:
     ]
 
 
-def build_inputs(
+def processor_outputs(
     processor,
     frames: np.ndarray,
     sample_fps: float,
     audio: np.ndarray | None,
     prompt: PromptConfig,
     user: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Processor outputs for one video, batch dimension removed where it is per-sample."""
+    return_tensors: str = "np",
+):
+    """The processor's own outputs for one video (what a user of transformers would feed the model)."""
     text = processor.apply_chat_template(
         conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
     )
@@ -47,18 +48,34 @@ def build_inputs(
         do_sample_frames=False,
         cap_pixels_per_frame=True,  # qwen-vl-utils' per-frame cap, the reference behaviour
         size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels},
-        return_tensors="np",
+        return_tensors=return_tensors,
     )
     if audio is not None:
         kwargs.update(audio=[audio], audio_from_video_indices=[0], load_audio_from_video=True)
-    out = processor(**kwargs)
+    return processor(**kwargs)
+
+
+def build_inputs(
+    processor,
+    frames: np.ndarray,
+    sample_fps: float,
+    audio: np.ndarray | None,
+    prompt: PromptConfig,
+    user: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Model inputs for one video, batch dimension removed where it is per-sample, audio padding dropped."""
+    out = processor_outputs(processor, frames, sample_fps, audio, prompt, user)
     inputs = {
         "input_ids": out["input_ids"][0].astype(np.int64),
-        "pixel_values_videos": out["pixel_values_videos"].astype(np.float32),
+        "pixel_values_videos": out["pixel_values_videos"].astype(np.float32, copy=False),
         "video_grid_thw": out["video_grid_thw"].astype(np.int64),
         "video_second_per_grid": np.asarray(out["video_second_per_grid"], dtype=np.float32),
     }
     if audio is not None:
-        inputs["input_features"] = out["input_features"][0].astype(np.float32)
-        inputs["feature_attention_mask"] = out["feature_attention_mask"][0].astype(np.int64)
+        # The processor pads audio features to 30 s; the model reads only the masked (valid, leading) frames,
+        # so the padding is dropped here instead of travelling to the model actor.
+        mask = out["feature_attention_mask"][0]
+        valid = int(mask.sum()) if mask[: int(mask.sum())].all() else mask.size
+        inputs["input_features"] = out["input_features"][0, :, :valid].astype(np.float32, copy=False)
+        inputs["feature_attention_mask"] = mask[:valid].astype(np.int64, copy=False)
     return inputs

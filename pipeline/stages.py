@@ -54,10 +54,10 @@ class PreprocessStage:
     def _row(self, row: dict) -> None:
         with timed(row, "preprocess_ms"):
             processor = load_processor(str(local_checkpoint(self.model, Storage(self.storage))))
-            media = unpack(row.pop("media"))
+            media = unpack(row.pop("media"))  # read-only views of the payload
             audio = media["audio"] if row["has_audio"] else None
             inputs = build_inputs(
-                processor, media["frames"], float(media["sample_fps"]), audio, self.prompt, row.get("prompt")
+                processor, np.array(media["frames"]), float(media["sample_fps"]), audio, self.prompt, row.get("prompt")
             )
         row["inputs"] = pack(**inputs)
         row["use_audio_in_video"] = audio is not None

@@ -1,0 +1,90 @@
+"""The model sees exactly what the processor built: the stage-to-actor transport is lossless.
+
+Oracles: the checkpoint's own processor output fed straight to the model (30-s padded audio features,
+no payload packing), against what DecodeStage -> PreprocessStage -> InferActor feed it.
+"""
+
+import pyarrow as pa
+import pytest
+import torch
+
+import fastav
+from fastav import FastAVConfig
+from pipeline.config import DecodeConfig, InferConfig, ModelConfig, PromptConfig, SourceConfig, StorageConfig
+from pipeline.decode import decode_video
+from pipeline.infer import InferActor, _collate, load_model
+from pipeline.preprocess import build_inputs, load_processor, processor_outputs
+from pipeline.rows import OK, pack, to_batch, to_rows, unpack
+from pipeline.source import list_videos
+from pipeline.stages import DecodeStage, PreprocessStage
+from pipeline.storage import Storage
+
+DECODE = DecodeConfig(num_frames=4)
+PROMPT = PromptConfig()
+GOOD = ("clip_0000.mp4", "clip_0001.mp4", "clip_0002.mp4")  # 2, 3 and 4 s of audio
+
+
+@pytest.fixture(scope="module")
+def decoded(clips):
+    return {name: decode_video(clips[name], DECODE) for name in GOOD}
+
+
+def _through_payloads(inputs: dict) -> dict:
+    """What the actor receives: packed into an Arrow payload column and read back in place."""
+    return unpack(to_rows(to_batch([{"inputs": pack(**inputs)}]))[0]["inputs"])
+
+
+def test_trimmed_audio_features_give_the_same_audio_embeddings(omni_checkpoint, decoded):
+    processor = load_processor(str(omni_checkpoint))
+    model, _ = load_model(str(omni_checkpoint), ModelConfig(checkpoint=str(omni_checkpoint)))
+    videos = [decoded[name] for name in GOOD]
+    ours = [_through_payloads(build_inputs(processor, v.frames, v.sample_fps, v.audio, PROMPT)) for v in videos]
+    widths = [x["input_features"].shape[-1] for x in ours]
+    assert len(set(widths)) == 3 and max(widths) < 3000  # trimmed to each clip's own length
+    batch = _collate(ours, pad_id=0, device="cpu", dtype=torch.float32)
+
+    full = [processor_outputs(processor, v.frames, v.sample_fps, v.audio, PROMPT, return_tensors="pt") for v in videos]
+    assert all(f["input_features"].shape[-1] == 3000 for f in full)  # the processor pads to 30 s
+    with torch.inference_mode():
+        expected = model.get_audio_features(
+            torch.cat([f["input_features"] for f in full]), torch.cat([f["feature_attention_mask"] for f in full])
+        ).last_hidden_state
+        got = model.get_audio_features(batch["input_features"], batch["feature_attention_mask"]).last_hidden_state
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("strategy", ["fastav", "none"])
+def test_actor_output_equals_direct_generate(strategy, omni_checkpoint, clips, decoded, tmp_path):
+    for name in GOOD:
+        (tmp_path / name).write_bytes(clips[name])
+    storage, model_config = StorageConfig(), ModelConfig(checkpoint=str(omni_checkpoint))
+    settings = FastAVConfig(strategy=strategy, global_layer=1, fine_ratio=0.2)
+    rows = [
+        {**row, "status": OK, "error_type": None, "error_message": None}
+        for row in list_videos(SourceConfig(uri=str(tmp_path)), Storage(storage))
+    ]
+    infer = InferConfig(batch_size=1, max_new_tokens=8)
+    actor = InferActor(model_config, infer, settings, storage)
+    decode, preprocess = DecodeStage(DECODE, storage), PreprocessStage(PROMPT, model_config, storage)
+    got = {}
+    for row in rows:  # one video per generate call: the reference below is unbatched
+        out = to_rows(actor(preprocess(decode(pa.Table.from_pylist([row])))))[0]
+        assert out["status"] == OK, out["error_message"]
+        got[row["uri"].rsplit("/", 1)[-1]] = out
+
+    model, _ = load_model(str(omni_checkpoint), model_config)
+    pruner = fastav.enable(model, settings)
+    processor = load_processor(str(omni_checkpoint))
+    for name in GOOD:
+        video = decoded[name]
+        inputs = processor_outputs(processor, video.frames, video.sample_fps, video.audio, PROMPT, return_tensors="pt")
+        with torch.inference_mode():
+            ids = model.generate(
+                **inputs, use_audio_in_video=True, max_new_tokens=8, do_sample=False, pad_token_id=0
+            )
+        text = processor.tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        stats = pruner.stats[0]
+        assert got[name]["output_text"] == text.strip(), name
+        assert got[name]["tokens_input"] == stats.tokens_per_layer[0]
+        assert got[name]["tokens_last_layer"] == stats.tokens_per_layer[-1]
+        assert got[name]["tokens_audio"] == stats.input_tokens["audio"] > 0
