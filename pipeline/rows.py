@@ -56,12 +56,21 @@ def to_batch(rows: list[dict]) -> pa.Table:
     columns = {}
     for key in keys:
         values = [row.get(key) for row in rows]
-        if key in PAYLOADS:
-            values = [v.to_pybytes() if isinstance(v, pa.Buffer) else v for v in values]
-            columns[key] = pa.array(values, type=pa.large_binary())
-        else:
-            columns[key] = pa.array(values)
+        columns[key] = _payload_column(values) if key in PAYLOADS else pa.array(values)
     return pa.table(columns)
+
+
+def _payload_column(values: list) -> pa.ChunkedArray:
+    """large_binary, one chunk per row wrapping the payload's own memory: no copy before the object store."""
+    chunks = []
+    for value in values:
+        if value is None:
+            chunks.append(pa.nulls(1, pa.large_binary()))
+            continue
+        data = value if isinstance(value, pa.Buffer) else pa.py_buffer(value)
+        offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int64))
+        chunks.append(pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, data]))
+    return pa.chunked_array(chunks, type=pa.large_binary())
 
 
 def pack(**arrays: np.ndarray) -> bytearray:

@@ -55,10 +55,9 @@ class PreprocessStage:
         with timed(row, "preprocess_ms"):
             processor = load_processor(str(local_checkpoint(self.model, Storage(self.storage))))
             media = unpack(row.pop("media"))  # read-only views of the payload
+            frames = np.array(media["frames"])  # the processor wraps frames in torch tensors: those want writable
             audio = media["audio"] if row["has_audio"] else None
-            inputs = build_inputs(
-                processor, np.array(media["frames"]), float(media["sample_fps"]), audio, self.prompt, row.get("prompt")
-            )
+            inputs = build_inputs(processor, frames, float(media["sample_fps"]), audio, self.prompt, row.get("prompt"))
         row["inputs"] = pack(**inputs)
         row["use_audio_in_video"] = audio is not None
 

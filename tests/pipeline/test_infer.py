@@ -79,9 +79,7 @@ def test_actor_output_equals_direct_generate(strategy, omni_checkpoint, clips, d
         video = decoded[name]
         inputs = processor_outputs(processor, video.frames, video.sample_fps, video.audio, PROMPT, return_tensors="pt")
         with torch.inference_mode():
-            ids = model.generate(
-                **inputs, use_audio_in_video=True, max_new_tokens=8, do_sample=False, pad_token_id=0
-            )
+            ids = model.generate(**inputs, use_audio_in_video=True, max_new_tokens=8, do_sample=False, pad_token_id=0)
         text = processor.tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         stats = pruner.stats[0]
         assert got[name]["output_text"] == text.strip(), name
