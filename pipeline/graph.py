@@ -66,9 +66,8 @@ def run(config: PipelineConfig) -> dict:
     if todo:
         if not ray.is_initialized():
             ray.init(logging_level=logging.WARNING)
-        # Write tasks keep Ray's default of 1 CPU: 0.1- or 0-CPU writes measured 2-3x slower end to end on a
-        # 2-CPU node (benchmarks/pipeline.py); why is not yet understood.
-        build_dataset(config, todo).write_datasink(ParquetSink(config.output, config.storage, run_id))
+        sink = ParquetSink(config.output, config.storage, run_id, config.rows_per_file)
+        build_dataset(config, todo).write_datasink(sink)
     run_info = {
         "run_id": run_id,
         "listed": len(videos),

@@ -85,8 +85,14 @@ def encode_parquet(table: pa.Table) -> bytes:
 class ParquetSink(Datasink[list[dict]]):
     """Ray Data datasink: each block -> one Parquet file, written atomically under a deterministic name."""
 
-    def __init__(self, output: str, storage: StorageConfig, run_id: str) -> None:
-        self.output, self.storage, self.run_id = output, storage, run_id
+    def __init__(self, output: str, storage: StorageConfig, run_id: str, rows_per_file: int | None = None) -> None:
+        self.output, self.storage, self.run_id, self.rows_per_file = output, storage, run_id, rows_per_file
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        # One write task per model batch made many tiny files, and each write task waits for a CPU slot
+        # beside decoding: on a 2-CPU node the writes fell behind and drained after inference had finished.
+        return self.rows_per_file
 
     def write(self, blocks, ctx) -> list[dict]:
         storage, written = Storage(self.storage), []

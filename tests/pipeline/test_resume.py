@@ -36,6 +36,7 @@ def test_interrupted_run_resumes_without_duplicates(ray_cluster, omni_checkpoint
         str(omni_checkpoint),
         decode={"batch_size": 1},
         infer={"batch_size": 1, "max_new_tokens": 48},
+        rows_per_file=1,
     )
     config_file = tmp_path / "job.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
