@@ -83,7 +83,8 @@ def encode_parquet(table: pa.Table) -> bytes:
 
 
 class ParquetSink(Datasink[list[dict]]):
-    """Ray Data datasink: each block -> one Parquet file, written atomically under a deterministic name."""
+    """Ray Data datasink: each write call (about `rows_per_file` rows) -> one Parquet file, written atomically
+    under a name derived from its ids."""
 
     def __init__(self, output: str, storage: StorageConfig, run_id: str, rows_per_file: int | None = None) -> None:
         self.output, self.storage, self.run_id, self.rows_per_file = output, storage, run_id, rows_per_file
@@ -95,16 +96,13 @@ class ParquetSink(Datasink[list[dict]]):
         return self.rows_per_file
 
     def write(self, blocks, ctx) -> list[dict]:
-        storage, written = Storage(self.storage), []
-        for block in blocks:
-            rows = BlockAccessor.for_block(block).to_arrow().to_pylist()
-            if not rows:
-                continue
-            table = to_table(rows, self.run_id)
-            name = part_name([r["id"] for r in rows])
-            storage.write(join(self.output, name), encode_parquet(table))
-            written.append({"file": name, "rows": table.num_rows})
-        return written
+        rows = [row for block in blocks for row in BlockAccessor.for_block(block).to_arrow().to_pylist()]
+        if not rows:
+            return []
+        table = to_table(rows, self.run_id)
+        name = part_name([r["id"] for r in rows])
+        Storage(self.storage).write(join(self.output, name), encode_parquet(table))
+        return [{"file": name, "rows": table.num_rows}]
 
     def get_name(self) -> str:
         return "FastAVParquet"

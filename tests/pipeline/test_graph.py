@@ -91,11 +91,13 @@ def test_full_pipeline_on_s3_with_bad_inputs(s3, s3_endpoint, ray_cluster, omni_
         s3_endpoint,
         model={"cache_dir": str(tmp_path / "model-cache")},
         run_id="run-1",
+        rows_per_file=4,
     )
     summary = run(cfg)
 
     parts = download_parts(s3, "s3://results/run1", tmp_path / "parts")
-    assert parts
+    sizes = sorted(query([p], "SELECT count(*) FROM parts").fetchall()[0][0] for p in parts)
+    assert sum(sizes) == 8 and len(sizes) <= 2 and all(n >= 4 for n in sizes[1:])  # parts gather rows_per_file
     described = {row[0]: row[1] for row in query(parts, "DESCRIBE SELECT * FROM parts").fetchall()}
     for column, kind in EXPECTED_TYPES.items():
         assert described[column] == kind, column
