@@ -55,23 +55,16 @@ def processor_outputs(
     return processor(**kwargs)
 
 
-def build_inputs(
-    processor,
-    frames: np.ndarray,
-    sample_fps: float,
-    audio: np.ndarray | None,
-    prompt: PromptConfig,
-    user: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Model inputs for one video, batch dimension removed where it is per-sample, audio padding dropped."""
-    out = processor_outputs(processor, frames, sample_fps, audio, prompt, user)
+def model_inputs(out) -> dict[str, np.ndarray]:
+    """Per-video model inputs from `processor_outputs(...)` (numpy): batch dimension removed where it is
+    per-sample, audio padding dropped."""
     inputs = {
         "input_ids": out["input_ids"][0].astype(np.int64),
         "pixel_values_videos": out["pixel_values_videos"].astype(np.float32, copy=False),
         "video_grid_thw": out["video_grid_thw"].astype(np.int64),
         "video_second_per_grid": np.asarray(out["video_second_per_grid"], dtype=np.float32),
     }
-    if audio is not None:
+    if "input_features" in out:
         # The processor pads audio features to 30 s; the model reads only the masked (valid, leading) frames,
         # so the padding is dropped here instead of travelling to the model actor.
         mask = out["feature_attention_mask"][0]

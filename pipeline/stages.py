@@ -7,7 +7,7 @@ import numpy as np
 from pipeline.checkpoint import local_checkpoint
 from pipeline.config import DecodeConfig, ModelConfig, PromptConfig, StorageConfig
 from pipeline.decode import VideoError, decode_video
-from pipeline.preprocess import build_inputs, load_processor
+from pipeline.preprocess import load_processor, model_inputs, processor_outputs
 from pipeline.rows import map_ok_rows, pack, timed, to_batch, to_rows, unpack
 from pipeline.storage import Storage
 
@@ -57,7 +57,8 @@ class PreprocessStage:
             media = unpack(row.pop("media"))  # read-only views of the payload
             frames = np.array(media["frames"])  # the processor wraps frames in torch tensors: those want writable
             audio = media["audio"] if row["has_audio"] else None
-            inputs = build_inputs(processor, frames, float(media["sample_fps"]), audio, self.prompt, row.get("prompt"))
+            fps = float(media["sample_fps"])
+            inputs = model_inputs(processor_outputs(processor, frames, fps, audio, self.prompt, row.get("prompt")))
         row["inputs"] = pack(**inputs)
         row["use_audio_in_video"] = audio is not None
 

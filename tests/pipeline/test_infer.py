@@ -13,7 +13,7 @@ from fastav import FastAVConfig
 from pipeline.config import DecodeConfig, InferConfig, ModelConfig, PromptConfig, SourceConfig, StorageConfig
 from pipeline.decode import decode_video
 from pipeline.infer import InferActor, _collate, load_model
-from pipeline.preprocess import build_inputs, load_processor, processor_outputs
+from pipeline.preprocess import load_processor, model_inputs, processor_outputs
 from pipeline.rows import OK, pack, to_batch, to_rows, unpack
 from pipeline.source import list_videos
 from pipeline.stages import DecodeStage, PreprocessStage
@@ -38,7 +38,10 @@ def test_trimmed_audio_features_give_the_same_audio_embeddings(omni_checkpoint, 
     processor = load_processor(str(omni_checkpoint))
     model, _ = load_model(str(omni_checkpoint), ModelConfig(checkpoint=str(omni_checkpoint)))
     videos = [decoded[name] for name in GOOD]
-    ours = [_through_payloads(build_inputs(processor, v.frames, v.sample_fps, v.audio, PROMPT)) for v in videos]
+    ours = [
+        _through_payloads(model_inputs(processor_outputs(processor, v.frames, v.sample_fps, v.audio, PROMPT)))
+        for v in videos
+    ]
     widths = [x["input_features"].shape[-1] for x in ours]
     assert len(set(widths)) == 3 and max(widths) < 3000  # trimmed to each clip's own length
     batch = _collate(ours, pad_id=0, device="cpu", dtype=torch.float32)
