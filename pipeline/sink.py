@@ -1,6 +1,6 @@
-"""Sink: Parquet output (one file per block, deterministic names, atomic writes) and resume bookkeeping.
+"""Sink: Parquet output (one part per `rows_per_file` rows, deterministic names, atomic writes) and resume bookkeeping.
 
-Every input video becomes exactly one row, success or error, in `part-<hash of its block's ids>.parquet`.
+Every input video becomes exactly one row, success or error, in `part-<hash of the part's ids>.parquet`.
 The schema below is the contract users query with DuckDB / pandas / Spark.
 """
 
