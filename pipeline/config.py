@@ -82,11 +82,11 @@ class InferConfig(_Strict):
 class PipelineConfig(_Strict):
     source: SourceConfig
     output: str = Field(description="local directory or s3://bucket/prefix for the Parquet files")
-    rows_per_file: int = Field(
+    rows_per_file: int | None = Field(
         default=256,
         ge=1,
         description="rows Ray Data gathers per Parquet part: fewer, larger files and write tasks; an "
-        "interrupted run redoes the finished rows not yet written",
+        "interrupted run redoes the finished rows not yet written; null: one part per model batch",
     )
     model: ModelConfig
     storage: StorageConfig = StorageConfig()

@@ -96,13 +96,16 @@ class ParquetSink(Datasink[list[dict]]):
         return self.rows_per_file
 
     def write(self, blocks, ctx) -> list[dict]:
-        rows = [row for block in blocks for row in BlockAccessor.for_block(block).to_arrow().to_pylist()]
-        if not rows:
-            return []
-        table = to_table(rows, self.run_id)
-        name = part_name([r["id"] for r in rows])
-        Storage(self.storage).write(join(self.output, name), encode_parquet(table))
-        return [{"file": name, "rows": table.num_rows}]
+        groups = [BlockAccessor.for_block(block).to_arrow().to_pylist() for block in blocks]
+        if self.rows_per_file is not None:  # one part per call, else one per block as Ray hands them over
+            groups = [[row for rows in groups for row in rows]]
+        storage, written = Storage(self.storage), []
+        for rows in filter(None, groups):
+            table = to_table(rows, self.run_id)
+            name = part_name([r["id"] for r in rows])
+            storage.write(join(self.output, name), encode_parquet(table))
+            written.append({"file": name, "rows": table.num_rows})
+        return written
 
     def get_name(self) -> str:
         return "FastAVParquet"

@@ -36,7 +36,7 @@ def test_interrupted_run_resumes_without_duplicates(ray_cluster, omni_checkpoint
         str(omni_checkpoint),
         decode={"batch_size": 1},
         infer={"batch_size": 1, "max_new_tokens": 160},  # slow enough per row that the interrupt lands mid-run
-        rows_per_file=1,
+        rows_per_file=None,  # one part per block, written as soon as it is inferred
     )
     config_file = tmp_path / "job.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
