@@ -68,7 +68,8 @@ def model_inputs(out) -> dict[str, np.ndarray]:
         # The processor pads audio features to 30 s; the model reads only the masked (valid, leading) frames,
         # so the padding is dropped here instead of travelling to the model actor.
         mask = out["feature_attention_mask"][0]
-        valid = int(mask.sum()) if mask[: int(mask.sum())].all() else mask.size
+        valid = int(mask.sum())
+        valid = valid if mask[:valid].all() else mask.size  # only a leading run of valid frames is trimmed
         inputs["input_features"] = out["input_features"][0, :, :valid].astype(np.float32, copy=False)
         inputs["feature_attention_mask"] = mask[:valid].astype(np.int64, copy=False)
     return inputs
