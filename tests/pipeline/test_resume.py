@@ -35,7 +35,8 @@ def test_interrupted_run_resumes_without_duplicates(ray_cluster, omni_checkpoint
         str(output),
         str(omni_checkpoint),
         decode={"batch_size": 1},
-        infer={"batch_size": 1, "max_new_tokens": 160},  # slow enough per row that the interrupt lands mid-run
+        # Slow enough per row that the first part lands mid-run even when a cold write worker starts late.
+        infer={"batch_size": 1, "max_new_tokens": 400},
         rows_per_file=None,  # one part per block, written as soon as it is inferred
     )
     config_file = tmp_path / "job.yaml"
