@@ -20,7 +20,6 @@ from tests.pipeline.conftest import write_local
 from tests.pipeline.test_graph import config
 
 ROOT = Path(__file__).resolve().parents[2]
-VIDEOS = 24  # enough work that the first part lands mid-run even behind a cold-started write worker
 
 
 def ids_in(output: Path) -> list[str]:
@@ -29,14 +28,14 @@ def ids_in(output: Path) -> list[str]:
 
 def test_interrupted_run_resumes_without_duplicates(ray_cluster, omni_checkpoint, clips, tmp_path):
     good = [v for k, v in sorted(clips.items()) if k.startswith("clip_")]
-    source = write_local(tmp_path / "videos", {f"video_{i:02d}.mp4": good[i % len(good)] for i in range(VIDEOS)})
+    source = write_local(tmp_path / "videos", {f"video_{i:02d}.mp4": good[i % len(good)] for i in range(12)})
     output = tmp_path / "out"
     cfg = config(
         str(source),
         str(output),
         str(omni_checkpoint),
         decode={"batch_size": 1},
-        infer={"batch_size": 1, "max_new_tokens": 400},
+        infer={"batch_size": 1, "max_new_tokens": 160},  # slow enough per row that the interrupt lands mid-run
         rows_per_file=None,  # one part per block, written as soon as it is inferred
     )
     config_file = tmp_path / "job.yaml"
@@ -49,6 +48,8 @@ def test_interrupted_run_resumes_without_duplicates(ray_cluster, omni_checkpoint
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # A shell's background jobs ignore SIGINT, and the child would inherit that and run to the end.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(output.glob("part-*.parquet")) and job.poll() is None:
@@ -56,21 +57,21 @@ def test_interrupted_run_resumes_without_duplicates(ray_cluster, omni_checkpoint
     job.send_signal(signal.SIGINT)  # interrupt as soon as the first file landed
     job.wait(timeout=120)
     written_before = ids_in(output) if list(output.glob("part-*.parquet")) else []
-    assert 0 < len(written_before) < VIDEOS, "the job was not interrupted mid-way"
+    assert 0 < len(written_before) < 12, "the job was not interrupted mid-way"
 
     summary = run(cfg.model_copy(update={"run_id": "second"}))
     ids = ids_in(output)
-    assert len(ids) == len(set(ids)) == VIDEOS
-    assert summary["success"] == VIDEOS
+    assert len(ids) == len(set(ids)) == 12
+    assert summary["success"] == 12
     assert summary["skipped_done"] == len(written_before)
-    assert summary["processed_this_run"] == VIDEOS - len(written_before)
+    assert summary["processed_this_run"] == 12 - len(written_before)
 
     again = run(cfg.model_copy(update={"run_id": "third"}))
-    assert again["skipped_done"] == VIDEOS and again["processed_this_run"] == 0
+    assert again["skipped_done"] == 12 and again["processed_this_run"] == 0
     assert sorted(ids_in(output)) == sorted(ids)
 
     fresh = run(cfg.model_copy(update={"run_id": "fresh", "overwrite": True}))
-    assert fresh["processed_this_run"] == VIDEOS and len(ids_in(output)) == VIDEOS
+    assert fresh["processed_this_run"] == 12 and len(ids_in(output)) == 12
 
 
 def test_resume_retries_failed_rows_and_keeps_ids_unique(tmp_path):
