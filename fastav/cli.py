@@ -13,7 +13,6 @@ import sys
 
 from fastav.config import FastAVConfig
 from fastav.flops import fastv_layer_flops, layer_flops
-from fastav.layout import Modality
 from fastav.plan import build_plan
 from fastav.presets import PRESETS, Preset, get_preset
 from fastav.stats import SampleStats, build_sample_stats
@@ -22,10 +21,9 @@ from fastav.tokens import schedule
 
 def preset_stats(preset: Preset, config: FastAVConfig) -> SampleStats:
     plan = build_plan(config, preset.dims.num_layers)
-    counts = schedule(preset.labels(), plan, config)
-    modalities = tuple(Modality[m.upper()] for m in config.modalities)
+    segments = schedule(preset.labels(), plan, config)
     (stats,) = build_sample_stats(
-        counts, modalities, preset.dims, config.summary(), plan.first_prune_layer, plan.scoring_layers
+        segments, plan.num_layers, preset.dims, config.summary(), plan.first_prune_layer, plan.scoring_layers
     )
     return stats
 

@@ -52,17 +52,17 @@ class TokenIdLayout:
                 "this model's token layout is read from input_ids, but the forward got inputs_embeds only: pass "
                 "input_ids, use a SpanLayout preset, or call pruner.set_modalities(labels) before the call"
             )
+        # Comparisons with Python scalars and masked_fill: no host-to-device copy and no boolean indexing, which
+        # would each stall a GPU queue (see fastav.tokens).
         out = torch.full(input_ids.shape, int(Modality.TEXT), dtype=torch.long, device=input_ids.device)
         for ids, modality in (
             (self.video_ids, Modality.VIDEO),
             (self.audio_ids, Modality.AUDIO),
             (self.image_ids, Modality.IMAGE),
         ):
-            if ids:
-                hit = torch.isin(input_ids, torch.tensor(sorted(ids), device=input_ids.device))
-                out[hit] = int(modality)
-        out[~attention_mask.bool()] = int(Modality.PAD)
-        return out
+            for token_id in sorted(ids):
+                out.masked_fill_(input_ids == token_id, int(modality))
+        return out.masked_fill_(~attention_mask.bool(), int(Modality.PAD))
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,8 @@ class SpanLayout:
         rel = torch.arange(n, device=attention_mask.device)[None, :] - pad_offsets(attention_mask)[:, None]
         out = torch.full((batch, n), int(Modality.TEXT), dtype=torch.long, device=attention_mask.device)
         for modality, start, end in self.spans:
-            out[(rel >= start) & (rel < end)] = int(modality)
-        out[~attention_mask.bool()] = int(Modality.PAD)
-        return out
+            out.masked_fill_((rel >= start) & (rel < end), int(modality))
+        return out.masked_fill_(~attention_mask.bool(), int(Modality.PAD))
 
     @property
     def length(self) -> int:
@@ -97,9 +96,13 @@ Layout = TokenIdLayout | SpanLayout
 
 
 def count_modalities(labels: torch.Tensor) -> torch.Tensor:
-    """(B, n) labels -> (B, 5) counts indexed by Modality value."""
-    return torch.nn.functional.one_hot(labels.long(), num_classes=len(Modality)).sum(-2)
+    """(B, n) labels -> (B, 5) counts indexed by Modality value (scatter_add: one_hot reads values on the host)."""
+    counts = torch.zeros(labels.shape[0], len(Modality), dtype=torch.long, device=labels.device)
+    return counts.scatter_add_(1, labels.long(), torch.ones_like(labels, dtype=torch.long))
 
 
 def prunable_mask(labels: torch.Tensor, modalities: Iterable[Modality]) -> torch.Tensor:
-    return torch.isin(labels, torch.tensor([int(m) for m in modalities], device=labels.device))
+    out = torch.zeros_like(labels, dtype=torch.bool)
+    for modality in modalities:
+        out |= labels == int(modality)
+    return out

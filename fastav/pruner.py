@@ -3,11 +3,16 @@
 Hooks (public PyTorch extension points; no modeling code is copied or replaced):
   - on the top module: remember the `input_ids` of the call (the Omni thinker's text model only sees embeds);
   - on the text model: start a pass; prefill when the cache is empty, decode otherwise;
-  - on every decoder layer: at a prune layer gather the kept hidden rows; at every layer after the first
-    prune gather cos/sin to the kept rows, build that layer's mask from the kept slice of the 2-D mask
-    (extended by the decode columns) and pass `position_ids=None` (gapped ids would look like packing);
-  - after the text model: turn the pass's counts into per-sample stats.
+  - on every decoder layer from the first prune on: at a prune layer gather the kept hidden rows; at every
+    such layer give it the cos/sin of its kept rows, its own mask (`fastav.masks`) and `position_ids=None`
+    (gapped ids would look like packed sequences to flash-attention);
+  - after the text model: keep what decoding and the stats need.
 Kept tokens keep their original rotary positions because cos/sin are gathered, not recomputed.
+
+Cost discipline (the GPU runs ahead of Python only while nothing reads a device value back): a prefill reads
+the per-row counts once when it starts and nothing after; every shape comes from host counts. Stats are
+built when `stats` is first read. A decode step writes one column set into the decode masks and hands each
+pruned layer a view; layers before the first prune carry no hook at all.
 """
 
 from __future__ import annotations
@@ -16,29 +21,31 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
-from transformers.masking_utils import create_causal_mask
 
 from fastav import attention
 from fastav.config import FastAVConfig
 from fastav.flops import ModelDims
 from fastav.layout import Layout, modality_from_name
+from fastav.masks import DecodeMasks, PrefillMasks, mask_format
 from fastav.models import Adapter, UnsupportedModelError
 from fastav.plan import Plan, build_plan
-from fastav.stats import SampleStats, build_sample_stats
+from fastav.stats import SampleStats, Segment, build_sample_stats
 from fastav.tokens import TokenSet
 
 
 @dataclass
-class _Pass:
-    """State of one forward of the text model."""
+class _Prefill:
+    """State of one prefill of the text model."""
 
-    prefill: bool
-    past_key_values: object | None
-    tokens: TokenSet | None = None  # prefill: which original tokens the current slots hold
-    counts: list[torch.Tensor] = field(default_factory=list)  # prefill: per layer, tokens per modality entering it
+    tokens: TokenSet
+    masks: PrefillMasks
+    segments: list[Segment]
     scores: dict[int, torch.Tensor] = field(default_factory=dict)
-    # decode: the 2-D mask columns after the prompt (earlier generated tokens and the current ones)
-    tail: torch.Tensor | None = None
+    # the current slot set's rotary tables and mask, rebuilt at each prune layer only
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    mask: torch.Tensor | None = None
+    # pruned layer -> (slot validity, whether some row has filler): what the decode masks are built from
+    layer_keys: dict[int, tuple[torch.Tensor, bool]] = field(default_factory=dict)
 
 
 class Pruner:
@@ -52,32 +59,38 @@ class Pruner:
         self.prunable = tuple(modality_from_name(m) for m in config.modalities)
         self.dims = ModelDims.from_config(adapter.text_config)
         # Results of the last prefill, readable after forward() / generate():
-        self.stats: list[SampleStats] = []
         self.scores: dict[int, torch.Tensor] = {}  # scoring layer -> (B, slots) last-query head-mean attention
         self.layer_positions: dict[int, torch.Tensor] = {}  # layer -> (B, slots) original position of each slot
         self.layer_valid: dict[int, torch.Tensor] = {}  # layer -> (B, slots) False for padding/filler slots
+        self._stats: list[SampleStats] | None = []
+        self._segments: list[Segment] = []
         self._steps = self.plan.by_layer
         self._first_prune = None if config.dry_run else self.plan.first_prune_layer
         self._pending_input_ids: torch.Tensor | None = None
         self._pending_labels: torch.Tensor | None = None
-        self._pass: _Pass | None = None
-        self._prompt_len = 0
+        self._prefill: _Prefill | None = None
+        self._decode: DecodeMasks | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._original_backend: str | None = None
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def attach(self) -> None:
-        attention.register_backends()
         backend = self.adapter.text_config._attn_implementation
-        self._original_backend = backend
-        self._set_backend(attention.scoring_name(backend))
+        if backend.startswith(attention.PREFIX):
+            backend = backend[len(attention.PREFIX) :]
+        self._mask_format = mask_format(backend)
+        if self.plan.scoring_layers:  # only scoring needs the wrapped attention function
+            attention.register_backends()
+            self._original_backend = self.adapter.text_config._attn_implementation
+            self._set_backend(attention.scoring_name(backend))
         top, text = self.adapter.top, self.adapter.text_model
         self._handles.append(top.register_forward_pre_hook(self._on_top, with_kwargs=True))
         self._handles.append(text.register_forward_pre_hook(self._on_text_model, with_kwargs=True))
         self._handles.append(text.register_forward_hook(self._after_text_model, with_kwargs=True))
         for i, layer in enumerate(self.adapter.layers):
             attention.attach(layer.self_attn, self)
-            self._handles.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
+            if self._first_prune is not None and i >= self._first_prune:
+                self._handles.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -87,7 +100,7 @@ class Pruner:
             attention.detach(layer.self_attn)
         if self._original_backend is not None:
             self._set_backend(self._original_backend)
-        self._pass = None
+        self._prefill = self._decode = None
 
     def _set_backend(self, name: str) -> None:
         configs = {id(c): c for c in [self.adapter.text_config] + [l.self_attn.config for l in self.adapter.layers]}
@@ -98,17 +111,33 @@ class Pruner:
         """Explicit (B, n) Modality labels for the next prefill (overrides the layout once)."""
         self._pending_labels = labels.long()
 
+    @property
+    def stats(self) -> list[SampleStats]:
+        """One SampleStats per row of the last prefill (built on first read: one device read)."""
+        if self._stats is None:
+            self._stats = build_sample_stats(
+                self._segments,
+                self.adapter.num_layers,
+                self.dims,
+                self.config.summary(),
+                self.plan.first_prune_layer,
+                self.plan.scoring_layers,
+            )
+        return self._stats
+
     # --------------------------------------------------------------------------- attention.ScoreSink API
     def wants_scores(self, layer_idx: int) -> bool:
-        return self._pass is not None and self._pass.prefill and layer_idx in self.plan.scoring_layers
+        return self._prefill is not None and layer_idx in self.plan.scoring_layers
 
     def key_valid(self) -> torch.Tensor:
-        assert self._pass is not None and self._pass.tokens is not None
-        return self._pass.tokens.valid
+        assert self._prefill is not None
+        return self._prefill.tokens.valid
 
     def put_scores(self, layer_idx: int, scores: torch.Tensor) -> None:
-        assert self._pass is not None
-        self._pass.scores[layer_idx] = scores
+        assert self._prefill is not None
+        tokens = self._prefill.tokens
+        self._prefill.scores[layer_idx] = scores
+        self.layer_positions[layer_idx], self.layer_valid[layer_idx] = tokens.index, tokens.valid
 
     # ---------------------------------------------------------------------------------------------- hooks
     def _on_top(self, module, args, kwargs):
@@ -120,38 +149,32 @@ class Pruner:
         ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
         embeds = kwargs.get("inputs_embeds")
         batch, length = (ids if ids is not None else embeds).shape[:2]
-        device = (ids if ids is not None else embeds).device
         mask = kwargs.get("attention_mask")
         if isinstance(mask, dict) or (mask is not None and mask.ndim != 2):
             raise UnsupportedModelError(
                 "FastAV needs the 2-D padding mask; a prepared 4-D mask (static/compiled caches) is not supported"
             )
         cache = kwargs.get("past_key_values")
-        if cache is not None and (
-            not isinstance(cache, DynamicCache) or any(type(l) is not DynamicLayer for l in cache.layers)
-        ):
-            raise UnsupportedModelError(
-                f"FastAV keeps per-layer pruned caches in a DynamicCache; got {type(cache).__name__}"
-            )
         past = cache.get_seq_length() if cache is not None else 0
         if past == 0:
-            self._start_prefill(ids, mask, cache, batch, length, device)
+            if cache is not None and (
+                not isinstance(cache, DynamicCache) or any(type(l) is not DynamicLayer for l in cache.layers)
+            ):
+                raise UnsupportedModelError(
+                    f"FastAV keeps per-layer pruned caches in a DynamicCache; got {type(cache).__name__}"
+                )
+            self._start_prefill(ids, embeds, mask, batch, length)
         else:
-            if self._first_prune is not None and self._first_prune not in self.layer_valid:
-                raise RuntimeError("decode step on a cache that FastAV did not prefill")
-            total = past + length
-            tail = (
-                mask[:, self._prompt_len : total].bool()
-                if mask is not None
-                else torch.ones(batch, total - self._prompt_len, dtype=torch.bool, device=device)
-            )
-            self._pass = _Pass(prefill=False, past_key_values=cache, tail=tail)
+            self._prefill = None
+            if self._first_prune is not None:
+                if self._decode is None:
+                    raise RuntimeError("decode step on a cache that FastAV did not prefill")
+                self._decode.step(mask, past + length)
         return None
 
-    def _start_prefill(self, ids, mask, cache, batch, length, device) -> None:
+    def _start_prefill(self, ids, embeds, mask, batch, length) -> None:
+        device = (ids if ids is not None else embeds).device
         valid = mask.bool() if mask is not None else torch.ones(batch, length, dtype=torch.bool, device=device)
-        if not bool(valid[:, -1].all()):
-            raise ValueError("FastAV needs left padding (the last position must be a real token in every row)")
         if self._pending_labels is not None:
             labels = self._pending_labels.to(device)
             self._pending_labels = None
@@ -166,45 +189,44 @@ class Pruner:
             labels = self.layout.labels(ids if ids is not None else self._pending_input_ids, valid)
             if labels.shape != (batch, length):
                 raise ValueError(f"layout labels {tuple(labels.shape)} do not match the input {(batch, length)}")
-        self._pass = _Pass(prefill=True, past_key_values=cache, tokens=TokenSet.start(labels, valid))
-        self._prompt_len = length
+        tokens = TokenSet.start(labels, valid, self.prunable, self.config.global_cut)
+        dtype = embeds.dtype if embeds is not None else self.adapter.text_model.dtype
+        self._prefill = _Prefill(tokens, PrefillMasks(self._mask_format, dtype), [tokens.segment(0)])
+        self._decode, self._prompt_len = None, length
         self.scores, self.layer_positions, self.layer_valid = {}, {}, {}
 
     def _layer_hook(self, i: int):
         def hook(module, args, kwargs):
-            state = self._pass
-            if state is None:
-                return None
-            hidden = args[0] if args else kwargs.pop("hidden_states")
-            if state.prefill:
+            if self._prefill is not None:
+                hidden = args[0] if args else kwargs.pop("hidden_states")
                 hidden = self._prefill_layer(i, hidden, kwargs)
-            elif self._first_prune is not None and i >= self._first_prune:
-                kv_valid = torch.cat([self.layer_valid[i], state.tail], dim=-1)
-                kwargs["attention_mask"] = self._mask(i, hidden, kv_valid, state.past_key_values)
+                return (hidden, *args[1:]), kwargs
+            if self._decode is not None:
+                kwargs["attention_mask"] = self._decode.get(i, kwargs.get("attention_mask") is None)
                 kwargs["position_ids"] = None
-            return (hidden, *args[1:]), kwargs
+                return args, kwargs
+            return None
 
         return hook
 
     def _prefill_layer(self, i: int, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
-        state = self._pass
+        state = self._prefill
         tokens = state.tokens
         step = self._steps.get(i)
         if step is not None:
-            drop = tokens.drop_mask(step, state.scores.get(i - 1), self.config, self.prunable)
-            if not self.config.dry_run:
-                order = tokens.keep(drop)
+            drops = tokens.drops(step, self.config)
+            if any(drops) or max(tokens.kept) < tokens.width or state.rotary is None:
+                order = tokens.keep(tokens.drop_mask(step, drops, state.scores.get(i - 1), self.config), drops)
                 hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
-        if step is not None or not state.counts:
-            state.counts.append(tokens.counts())
-        else:
-            state.counts.append(state.counts[-1])
-        self.layer_positions[i], self.layer_valid[i] = tokens.index, tokens.valid
-        if self._first_prune is not None and i >= self._first_prune:
-            cos, sin = kwargs["position_embeddings"]
-            kwargs["position_embeddings"] = (self._gather_rows(cos, tokens.index), self._gather_rows(sin, tokens.index))
-            kwargs["attention_mask"] = self._mask(i, hidden, tokens.valid, state.past_key_values)
-            kwargs["position_ids"] = None
+                cos, sin = kwargs["position_embeddings"]
+                state.rotary = (self._gather_rows(cos, tokens.index), self._gather_rows(sin, tokens.index))
+                state.mask = state.masks.build(tokens.valid, tokens.has_filler())
+                state.segments.append(tokens.segment(i))
+            self.layer_positions[i], self.layer_valid[i] = tokens.index, tokens.valid
+        state.layer_keys[i] = (tokens.valid, tokens.has_filler())
+        kwargs["position_embeddings"] = state.rotary
+        kwargs["attention_mask"] = state.mask
+        kwargs["position_ids"] = None
         return hidden
 
     @staticmethod
@@ -213,27 +235,13 @@ class Pruner:
         table = table.expand(index.shape[0], -1, -1)
         return table.gather(1, index[..., None].expand(-1, -1, table.shape[-1]))
 
-    def _mask(self, i: int, hidden: torch.Tensor, kv_valid: torch.Tensor, cache) -> object:
-        return create_causal_mask(
-            config=self.adapter.text_config,
-            inputs_embeds=hidden,
-            attention_mask=kv_valid,
-            past_key_values=cache,
-            position_ids=None,
-            layer_idx=i,
-        )
-
     def _after_text_model(self, module, args, kwargs, output):
-        state = self._pass
-        if state is not None and state.prefill:
+        state = self._prefill
+        if state is not None:
             self.scores = dict(state.scores)
-            self.stats = build_sample_stats(
-                torch.stack(state.counts),
-                self.prunable,
-                self.dims,
-                self.config.summary(),
-                self.plan.first_prune_layer,
-                self.plan.scoring_layers,
-            )
+            self._segments, self._stats = state.segments, None
+            if state.layer_keys:
+                self._decode = DecodeMasks(state.layer_keys, self._prompt_len, self._mask_format, state.masks.dtype)
+            self._prefill = None
         self._pending_input_ids = None
         return None

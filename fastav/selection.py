@@ -1,27 +1,35 @@
 """Keep-set selection rules over a batch of rows, and compaction of the kept rows.
 
-All functions take (B, n) tensors over the current token slots and return a (B, n) bool `drop` mask. Only
-positions marked `prunable` (AV tokens of the chosen modalities, never the last token) are ever dropped.
-Counts are per row, so rows of one batch keep different numbers of tokens.
+How many tokens each row drops is decided on the host (`fastav.tokens` knows every row's counts); these
+functions only choose *which*, on the device, and never read a device value back: a host read stalls the
+GPU queue, and a handful per layer costs more than pruning saves. Rules take (B, n) tensors over the
+current token slots and return a (B, n) bool `drop` mask; only `prunable` slots are ever dropped.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from fastav.plan import PruneStep
 
-
-def drop_count(n: torch.Tensor, fraction: float) -> torch.Tensor:
+def drop_count(n: int, fraction: float) -> int:
     """How many of `n` tokens a fractional drop removes: floor(fraction * n), as in the FLOPs tables."""
-    return torch.floor(n.double() * fraction).long()
+    return math.floor(n * fraction)
 
 
-def global_budget(prunable: torch.Tensor, positions: torch.Tensor, cut: int | None, keep_ratio: float) -> torch.Tensor:
-    """AV tokens each row keeps at the global stage: those before `cut`, else round(keep_ratio * n_av)."""
-    if cut is not None:
-        return (prunable & (positions < cut)).sum(-1)
-    return torch.round(prunable.sum(-1).double() * keep_ratio).long()
+def global_keep(n_prunable: int, before_cut: int | None, keep_ratio: float) -> int:
+    """AV tokens a row keeps at the global stage: those before the cut, else round(keep_ratio * n)."""
+    return before_cut if before_cut is not None else round(n_prunable * keep_ratio)
+
+
+def to_device(values: list[int], device: torch.device) -> torch.Tensor:
+    """Host counts as a (B,) tensor on `device`, without waiting for the device: a plain copy from pageable
+    memory synchronizes the CUDA stream, a copy from pinned memory is queued like a kernel."""
+    host = torch.tensor(values, dtype=torch.long)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def keep_first(prunable: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -29,15 +37,24 @@ def keep_first(prunable: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return prunable & (prunable.long().cumsum(-1) > keep[:, None])
 
 
-def keep_random(prunable: torch.Tensor, keep: torch.Tensor, seed: int) -> torch.Tensor:
-    """Keep a random subset of `keep[b]` prunable tokens; depends only on the row, not on the batch."""
-    drop = torch.zeros_like(prunable)
-    for row in range(prunable.shape[0]):
-        where = prunable[row].nonzero().squeeze(-1)
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(where.numel(), generator=generator).to(where.device)
-        drop[row, where[order[int(keep[row]) :]]] = True
-    return drop
+def keep_random(prunable: torch.Tensor, keep: list[int], n_prunable: list[int], seed: int) -> torch.Tensor:
+    """Keep a seeded random subset of `keep[b]` of row b's `n_prunable[b]` prunable tokens.
+
+    The subset depends only on the row (a fresh generator per row), not on the batch or the device: the
+    permutation is drawn on the host, where the row's count is already known, and its survivors travel as a
+    (B, max n) table indexed by each prunable token's rank.
+    """
+    width = max(max(n_prunable, default=0), 1)
+    survive = torch.zeros(prunable.shape[0], width, dtype=torch.bool)
+    for row, (n, k) in enumerate(zip(n_prunable, keep, strict=True)):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        survive[row, order[:k]] = True
+    if prunable.device.type == "cuda":
+        survive = survive.pin_memory().to(prunable.device, non_blocking=True)
+    else:
+        survive = survive.to(prunable.device)
+    rank = (prunable.long().cumsum(-1) - 1).clamp_(0, width - 1)
+    return prunable & ~survive.gather(-1, rank)
 
 
 def drop_lowest(scores: torch.Tensor, prunable: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -50,38 +67,11 @@ def drop_lowest(scores: torch.Tensor, prunable: torch.Tensor, count: torch.Tenso
     return prunable & (rank < count[:, None])
 
 
-def keep_top(scores: torch.Tensor, prunable: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Keep the `keep[b]` highest-scored prunable tokens (the drop-lowest-attention ablation)."""
-    return drop_lowest(scores, prunable, prunable.sum(-1) - keep)
-
-
-def compact(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather plan for the kept slots: (index (B, m), valid (B, m)) with m = max kept per row.
+def compact(keep: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather plan for the kept slots: (index (B, width), valid (B, width)); `width` is the most any row keeps.
 
     Kept slots stay in their original order and are right-aligned, so the last token stays last; rows that
     keep fewer get leading filler slots (valid False) that the attention mask hides, like left padding.
     """
-    width = int(keep.sum(-1).max())
     order = torch.argsort(keep.to(torch.int8), dim=-1, stable=True)[:, keep.shape[-1] - width :]
     return order, keep.gather(-1, order)
-
-
-def select(
-    step: PruneStep,
-    prunable: torch.Tensor,
-    positions: torch.Tensor,
-    scores: torch.Tensor | None,
-    cut: int | None,
-    keep_ratio: float,
-    seed: int,
-) -> torch.Tensor:
-    """The drop mask of one pruning step. `positions` count from each row's first non-pad token;
-    `scores` are the previous layer's last-query attention (needed by score-based rules only)."""
-    if step.rule == "drop_fraction":
-        return drop_lowest(scores, prunable, drop_count(prunable.sum(-1), step.fraction))
-    budget = global_budget(prunable, positions, cut, keep_ratio)
-    if step.rule == "keep_first":
-        return keep_first(prunable, budget)
-    if step.rule == "random":
-        return keep_random(prunable, budget, seed)
-    return keep_top(scores, prunable, budget)

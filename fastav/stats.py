@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from fastav.flops import ModelDims, prefill_flops
-from fastav.layout import COUNTED, MODALITY_NAMES, Modality
+from fastav.layout import COUNTED, MODALITY_NAMES, Modality, count_modalities
 
 
-def _named(counts: torch.Tensor) -> dict[str, int]:
-    return {MODALITY_NAMES[int(m)]: int(counts[int(m)]) for m in COUNTED}
+def _named(counts: list[int]) -> dict[str, int]:
+    return {MODALITY_NAMES[int(m)]: counts[int(m)] for m in COUNTED}
 
 
 @dataclass(frozen=True)
@@ -32,31 +32,49 @@ class SampleStats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A token set of one prefill and the first layer it enters (it lasts until the next segment's layer)."""
+
+    layer: int
+    tokens: list[int]  # per row, padding and filler excluded
+    av_tokens: list[int]  # per row, tokens of the prunable modalities
+    source_labels: torch.Tensor  # (B, n) Modality of each input position (device)
+    index: torch.Tensor  # (B, m) input position of each slot
+    valid: torch.Tensor  # (B, m) False for padding and filler slots
+
+    def labels(self) -> torch.Tensor:
+        """(B, m) Modality of each slot, PAD where not valid; built only when stats are read."""
+        return self.source_labels.gather(-1, self.index).masked_fill(~self.valid, int(Modality.PAD))
+
+
 def build_sample_stats(
-    counts: torch.Tensor,
-    prunable: tuple[Modality, ...],
+    segments: list[Segment],
+    num_layers: int,
     dims: ModelDims,
     settings: dict[str, object],
     global_layer: int | None,
     scored_layers: frozenset[int],
 ) -> list[SampleStats]:
-    """counts: (L, B, len(Modality)) tokens per modality entering each layer."""
-    counts = counts.cpu()
-    av_index = [int(m) for m in prunable]
+    """Per-sample stats of one prefill. Token counts are host values already; the per-modality counts at the
+    input, the global layer and the last layer come from the recorded labels in one device read."""
+    at_layer = [max((s for s in segments if s.layer <= layer), key=lambda s: s.layer) for layer in range(num_layers)]
+    probes = [segments[0], at_layer[global_layer if global_layer is not None else 0], at_layer[-1]]
+    modality_counts = torch.stack([count_modalities(s.labels()) for s in probes]).tolist()
     out = []
-    for row in range(counts.shape[1]):
-        per_layer = counts[:, row]
-        totals = per_layer[:, 1:].sum(-1).tolist()  # column 0 is padding
+    for row in range(len(segments[0].tokens)):
+        totals = [s.tokens[row] for s in at_layer]
         report = prefill_flops(totals, dims, scored_layers)
+        inputs, after_global, final = (_named(counts[row]) for counts in modality_counts)
         out.append(
             SampleStats(
                 strategy=str(settings["strategy"]),
                 settings=dict(settings),
-                input_tokens=_named(per_layer[0]),
-                after_global=_named(per_layer[global_layer]) if global_layer is not None else None,
-                final_tokens=_named(per_layer[-1]),
-                tokens_per_layer=[int(t) for t in totals],
-                av_tokens_per_layer=per_layer[:, av_index].sum(-1).tolist(),
+                input_tokens=inputs,
+                after_global=after_global if global_layer is not None else None,
+                final_tokens=final,
+                tokens_per_layer=totals,
+                av_tokens_per_layer=[s.av_tokens[row] for s in at_layer],
                 flops_unpruned=report.unpruned,
                 flops_pruned=report.pruned,
                 flops_ratio=report.ratio,

@@ -35,10 +35,10 @@ def av_labels(inputs) -> torch.Tensor:
     return av & inputs["attention_mask"].bool()
 
 
-def generate(model, inputs):
+def generate(model, inputs, steps=DECODE_STEPS):
     return model.generate(
         **inputs,
-        max_new_tokens=DECODE_STEPS,
+        max_new_tokens=steps,
         do_sample=False,
         output_logits=True,
         return_dict_in_generate=True,
@@ -46,7 +46,9 @@ def generate(model, inputs):
     )
 
 
-def check_against_reference(path, inputs, config: FastAVConfig, layout=None, backend="sdpa", av=None):
+def check_against_reference(
+    path, inputs, config: FastAVConfig, layout=None, backend="sdpa", av=None, steps=DECODE_STEPS
+):
     pruned = tiny.load(path, backend)
     pruner = fastav.enable(pruned, config, layout=layout if layout is not None else None)
     reference_model = tiny.load(path, "eager")
@@ -78,10 +80,10 @@ def check_against_reference(path, inputs, config: FastAVConfig, layout=None, bac
         torch.testing.assert_close(scores[valid], expected[valid], atol=1e-6, rtol=0)
 
     reference.set_valid(inputs["attention_mask"])
-    out_ref = generate(reference_model, inputs)
-    out = generate(pruned, inputs)
+    out_ref = generate(reference_model, inputs, steps)
+    out = generate(pruned, inputs, steps)
     assert torch.equal(out.sequences, out_ref.sequences)
-    assert len(out.logits) == DECODE_STEPS
+    assert len(out.logits) == steps
     for step_got, step_want in zip(out.logits, out_ref.logits, strict=True):
         torch.testing.assert_close(step_got, step_want, atol=TOL, rtol=0)
     return pruner
@@ -116,9 +118,25 @@ def test_llama_matches_masked_key_reference(checkpoints):
     check_against_reference(checkpoints["llama"], plain_inputs(3), config, layout=PLAIN_LAYOUT)
 
 
-def test_eager_backend_matches_masked_key_reference(checkpoints):
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_long_generation_matches_masked_key_reference(checkpoints, backend):
+    """Past the decode mask buffer's first 64 columns (it grows), in both mask formats (bool and additive)."""
     config = FastAVConfig(global_layer=2, global_keep_ratio=0.5, fine_ratio=0.2)
-    check_against_reference(checkpoints["qwen2"], plain_inputs(3), config, layout=PLAIN_LAYOUT, backend="eager")
+    inputs = plain_inputs(3)
+    check_against_reference(checkpoints["qwen2"], inputs, config, layout=PLAIN_LAYOUT, backend=backend, steps=70)
+
+
+def test_batch_one_needs_no_masks_after_pruning(checkpoints):
+    """No padding and no filler: the pruned layers run sdpa's is_causal path (no mask), prefill and decode."""
+    model = tiny.load(checkpoints["qwen2"])
+    pruner = fastav.enable(model, FastAVConfig(global_layer=2, global_keep_ratio=0.4), layout=PLAIN_LAYOUT)
+    seen = []
+    for layer in model.model.layers:
+        layer.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["attention_mask"]), with_kwargs=True)
+    generate(model, plain_inputs(1), steps=3)
+    assert len(seen) == 6 * 3 and all(mask is None for mask in seen)
+    assert pruner.stats[0].tokens_per_layer[-1] < pruner.stats[0].tokens_per_layer[0]
+    check_against_reference(checkpoints["qwen2"], plain_inputs(1), FastAVConfig(global_layer=2), layout=PLAIN_LAYOUT)
 
 
 def test_span_preset_over_qwen2_with_inputs_embeds(checkpoints):
