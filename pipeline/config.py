@@ -67,7 +67,11 @@ class ModelConfig(_Strict):
     checkpoint: str = Field(description="local directory or s3://bucket/prefix of a transformers checkpoint")
     cache_dir: str = Field(default="~/.cache/fastav/models", description="per-node download cache for s3://")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"  # auto: FA2 if installed
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "varlen", "eager"] = Field(
+        default="auto",
+        description="auto: flash-attn if installed; else sdpa for the text decoder and, on CUDA, PyTorch's varlen "
+        "flash kernel for the vision and audio towers (fastav.varlen); else sdpa. varlen: sdpa + varlen towers",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

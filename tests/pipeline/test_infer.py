@@ -12,9 +12,10 @@ import fastav
 from fastav import FastAVConfig
 from pipeline.config import DecodeConfig, InferConfig, ModelConfig, PromptConfig, SourceConfig, StorageConfig
 from pipeline.decode import decode_video
-from pipeline.infer import InferActor, _collate, load_model
+from pipeline.infer import InferActor
 from pipeline.preprocess import load_processor, model_inputs, processor_outputs
 from pipeline.rows import OK, pack, to_batch, to_rows, unpack
+from pipeline.runner import collate, load_model
 from pipeline.source import list_videos
 from pipeline.stages import DecodeStage, PreprocessStage
 from pipeline.storage import Storage
@@ -44,7 +45,7 @@ def test_trimmed_audio_features_give_the_same_audio_embeddings(omni_checkpoint, 
     ]
     widths = [x["input_features"].shape[-1] for x in ours]
     assert len(set(widths)) == 3 and max(widths) < 3000  # trimmed to each clip's own length
-    batch = _collate(ours, pad_id=0, device="cpu", dtype=torch.float32)
+    batch = collate(ours, pad_id=0, device="cpu", dtype=torch.float32)
 
     full = [processor_outputs(processor, v.frames, v.sample_fps, v.audio, PROMPT, return_tensors="pt") for v in videos]
     assert all(f["input_features"].shape[-1] == 3000 for f in full)  # the processor pads to 30 s
@@ -89,3 +90,16 @@ def test_actor_output_equals_direct_generate(strategy, omni_checkpoint, clips, d
         assert got[name]["tokens_input"] == stats.tokens_per_layer[0]
         assert got[name]["tokens_last_layer"] == stats.tokens_per_layer[-1]
         assert got[name]["tokens_audio"] == stats.input_tokens["audio"] > 0
+
+
+def test_varlen_setting_puts_the_towers_on_the_varlen_backend(omni_checkpoint):
+    from fastav import varlen
+
+    model, runtime = load_model(
+        str(omni_checkpoint), ModelConfig(checkpoint=str(omni_checkpoint), attn_implementation="varlen")
+    )
+    assert (runtime.attn, runtime.encoder_attn) == ("sdpa", varlen.NAME)
+    assert [c._attn_implementation for c in varlen.encoder_configs(model)] == [varlen.NAME] * 2
+    assert model.model.language_model.config._attn_implementation == "sdpa"
+    _, runtime = load_model(str(omni_checkpoint), ModelConfig(checkpoint=str(omni_checkpoint)))
+    assert (runtime.device, runtime.attn, runtime.encoder_attn) == ("cpu", "sdpa", "sdpa")  # auto on a CPU
