@@ -82,27 +82,33 @@ def save_llama(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def save_omni_thinker(path: Path, seed: int = 0, processor: bool = False) -> Path:
-    """Tiny thinker; with `processor`, also its tokenizer, chat template and processor configs (torchvision)."""
+def save_omni_thinker(path: Path, seed: int = 0, processor: bool = False, encoder_width: int = 16) -> Path:
+    """Tiny thinker; with `processor`, also its tokenizer, chat template and processor configs (torchvision).
+
+    `encoder_width` widens the towers (heads of 64 from 128 on, and a windowed vision block before the full
+    one) for checks of real attention kernels, which want realistic head sizes.
+    """
     torch.manual_seed(seed)
+    heads = max(2, encoder_width // 64)
+    windowed = encoder_width >= 128
     config = Qwen2_5OmniThinkerConfig(
         audio_config=dict(
             num_mel_bins=128,
             encoder_layers=1,
-            encoder_attention_heads=2,
-            encoder_ffn_dim=32,
-            d_model=16,
+            encoder_attention_heads=heads,
+            encoder_ffn_dim=2 * encoder_width,
+            d_model=encoder_width,
             output_dim=64,
             n_window=100,
             max_source_positions=1500,
         ),
         vision_config=dict(
-            depth=1,
-            hidden_size=16,
-            intermediate_size=32,
-            num_heads=2,
+            depth=2 if windowed else 1,
+            hidden_size=encoder_width,
+            intermediate_size=2 * encoder_width,
+            num_heads=heads,
             out_hidden_size=64,
-            fullatt_block_indexes=[0],
+            fullatt_block_indexes=[1] if windowed else [0],
         ),
         text_config=dict(
             **{k: v for k, v in _TEXT.items() if k not in ("tie_word_embeddings", "pad_token_id", "eos_token_id")},
@@ -191,19 +197,23 @@ def text_av_rows(lengths: list[tuple[int, int, int, int]], seed: int = 0) -> lis
     return rows
 
 
-def omni_inputs(specs: list[tuple[int, int, int, int]], seed: int = 0) -> dict[str, torch.Tensor]:
+def omni_inputs(
+    specs: list[tuple[int, int, int, int]], seed: int = 0, grid: tuple[int, int] = (4, 4)
+) -> dict[str, torch.Tensor]:
     """Batch of audio-in-video inputs for the tiny thinker, laid out as the Omni processor does.
 
     spec per row: (prefix text tokens, video temporal patches (even), audio mel frames, question tokens).
-    Video grid is (t, 4, 4) patches -> 4 merged tokens per temporal patch, 1 s per temporal patch, so one
-    2-s chunk holds 2 temporal patches (8 video tokens) then up to 50 audio tokens (25/s).
+    Each temporal patch is a `grid` of 14-px patches (merged 2x2 into tokens) and lasts 1 s, so one 2-s chunk
+    holds 2 temporal patches of video tokens, then up to 50 audio tokens (25/s).
     """
     g = torch.Generator().manual_seed(seed)
     ids = OMNI_IDS
+    height, width = grid
+    per_patch = height * width // 4
     rows, grids, audio_lens = [], [], []
     for prefix, t, frames, question in specs:
         n_audio = ((frames - 1) // 2 + 1 - 2) // 2 + 1
-        video_chunks = [8] * (t // 2)
+        video_chunks = [2 * per_patch] * (t // 2)
         audio_chunks = [min(50, n_audio - 50 * j) for j in range((n_audio + 49) // 50)]
         body = [ids["vision_start_token_id"], ids["audio_start_token_id"]]
         for j in range(max(len(video_chunks), len(audio_chunks))):
@@ -214,13 +224,13 @@ def omni_inputs(specs: list[tuple[int, int, int, int]], seed: int = 0) -> dict[s
         body += [ids["audio_end_token_id"], ids["vision_end_token_id"]]
         text = lambda n: torch.randint(3, 200, (n,), generator=g).tolist()  # noqa: E731
         rows.append(text(prefix) + body + text(question))
-        grids.append([t, 4, 4])
+        grids.append([t, height, width])
         audio_lens.append(frames)
     input_ids, attention_mask = left_pad(rows)
     max_frames = max(audio_lens)
     features = torch.randn(len(specs), 128, max_frames, generator=g)
     feature_mask = torch.tensor([[1] * f + [0] * (max_frames - f) for f in audio_lens])
-    n_patches = sum(t * 16 for t, _, _ in grids)
+    n_patches = sum(t * height * width for t, _, _ in grids)
     return dict(
         input_ids=input_ids,
         attention_mask=attention_mask,

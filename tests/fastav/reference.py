@@ -29,9 +29,16 @@ class MaskedKeyReference:
         cut: int | None = None,
         keep_ratio: float = 1 / 3,
         seed: int = 0,
+        replay: dict[int, torch.Tensor] | None = None,
     ):
-        """av_labels (B, n): True where a token may be pruned. steps: layer -> (rule, fraction)."""
+        """av_labels (B, n): True where a token may be pruned. steps: layer -> (rule, fraction).
+
+        `replay` (layer -> (B, n) bool, the tokens alive after that layer's step) replaces the decisions with
+        recorded ones: in bf16, near-tied scores legitimately flip decisions between two implementations, so
+        a bf16 run is checked against the keep sets it actually used.
+        """
         self.model, self.steps, self.cut, self.keep_ratio, self.seed = model, steps, cut, keep_ratio, seed
+        self.replay = replay
         self.av = av_labels.bool()
         self.dead: dict[int, torch.Tensor] = {}  # layer -> (B, n_prompt) keys hidden at that layer
         self.alive: torch.Tensor | None = None
@@ -45,6 +52,16 @@ class MaskedKeyReference:
     def set_valid(self, attention_mask: torch.Tensor) -> None:
         self.valid = attention_mask.bool()
         self.alive = self.valid.clone()
+
+    @staticmethod
+    def recorded(pruner, shape: tuple[int, int]) -> dict[int, torch.Tensor]:
+        """The keep sets a pruner used in its last prefill, per pruned layer, as (B, n) alive masks."""
+        replay = {}
+        for step in pruner.plan.steps:
+            positions, valid = pruner.layer_positions[step.layer], pruner.layer_valid[step.layer]
+            alive = torch.zeros(shape, dtype=torch.bool, device=positions.device)
+            replay[step.layer] = alive.scatter_(1, positions, valid)
+        return replay
 
     def _apply_step(self, layer: int) -> None:
         rule, fraction = self.steps[layer]
@@ -77,9 +94,12 @@ class MaskedKeyReference:
         q_len, kv_len = query.shape[2], key.shape[2]
         if q_len == kv_len:  # prefill
             if layer in self.steps:
-                self._apply_step(layer)
+                if self.replay is not None:
+                    self.alive = self.replay[layer].to(self.alive.device) & self.valid
+                else:
+                    self._apply_step(layer)
             self.dead[layer] = self.valid & ~self.alive
-        dead = torch.zeros(key.shape[0], kv_len, dtype=torch.bool)
+        dead = torch.zeros(key.shape[0], kv_len, dtype=torch.bool, device=key.device)
         dead[:, : self.prompt_len] = self.dead[layer]
         mask = attention_mask.masked_fill(dead[:, None, None, :], torch.finfo(attention_mask.dtype).min)
         out, weights = eager_attention_forward(module, query, key, value, mask, scaling=scaling, **kwargs)

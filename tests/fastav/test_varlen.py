@@ -17,7 +17,9 @@ from tests.fastav.test_equivalence import omni_inputs
 
 def _tower_outputs(model, inputs):
     with torch.no_grad():
-        video = model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
+        video = torch.cat(
+            model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
+        )
         audio = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
         logits = model(**inputs).logits[:, -1]
     return video, audio, logits
