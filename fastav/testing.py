@@ -198,16 +198,17 @@ def text_av_rows(lengths: list[tuple[int, int, int, int]], seed: int = 0) -> lis
 
 
 def omni_inputs(
-    specs: list[tuple[int, int, int, int]], seed: int = 0, grid: tuple[int, int] = (4, 4)
+    specs: list[tuple[int, int, int, int]], seed: int = 0, grid: tuple[int, int] = (4, 4), ids: dict | None = None
 ) -> dict[str, torch.Tensor]:
     """Batch of audio-in-video inputs for the tiny thinker, laid out as the Omni processor does.
 
     spec per row: (prefix text tokens, video temporal patches (even), audio mel frames, question tokens).
     Each temporal patch is a `grid` of 14-px patches (merged 2x2 into tokens) and lasts 1 s, so one 2-s chunk
-    holds 2 temporal patches of video tokens, then up to 50 audio tokens (25/s).
+    holds 2 temporal patches of video tokens, then up to 50 audio tokens (25/s). `ids`: the placeholder
+    token ids (default: the tiny checkpoints'; OMNI_IDS names the keys).
     """
     g = torch.Generator().manual_seed(seed)
-    ids = OMNI_IDS
+    ids = ids or OMNI_IDS
     height, width = grid
     per_patch = height * width // 4
     rows, grids, audio_lens = [], [], []

@@ -57,9 +57,14 @@ def load_model(path: str, config: ModelConfig):
     model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
         path, dtype=runtime.dtype, attn_implementation=runtime.attn
     )
+    return prepare(model, runtime), runtime
+
+
+def prepare(model, runtime: Runtime):
+    """Towers on their backend (set after loading: see fastav.varlen), the model on its device, eval mode."""
     if runtime.encoder_attn != runtime.attn:
         varlen.use_for_encoders(model, runtime.encoder_attn)
-    return model.to(runtime.device).eval(), runtime
+    return model.to(runtime.device).eval()
 
 
 def collate(inputs: list[dict[str, np.ndarray]], pad_id: int, device: str, dtype: torch.dtype) -> dict:
