@@ -55,7 +55,8 @@ class DecodeMasks:
     """Key masks of the pruned layers during decoding: one buffer, one write per step, a view per layer.
 
     `layers` maps each pruned layer to its prompt slot validity (B, m_layer) and whether it has filler;
-    `prompt_len` is the width of the prompt the 2-D attention mask starts with.
+    `prompt_len` is the width of the prompt the 2-D attention mask starts with. Nothing is allocated or
+    written until some layer needs a mask: a batch without padding or filler decodes with no FastAV kernel.
     """
 
     INITIAL_CAPACITY = 64  # generated columns before the buffer doubles
@@ -63,51 +64,56 @@ class DecodeMasks:
     def __init__(
         self, layers: dict[int, tuple[torch.Tensor, bool]], prompt_len: int, fmt: str, dtype: torch.dtype
     ) -> None:
-        self.fmt, self.prompt_len = fmt, prompt_len
+        self.fmt, self.prompt_len, self._layers = fmt, prompt_len, layers
         self.widths = {layer: valid.shape[-1] for layer, (valid, _) in layers.items()}
         self.filler = {layer: filler for layer, (_, filler) in layers.items()}
         self.slot = {layer: k for k, layer in enumerate(layers)}
         self.prompt = max(self.widths.values())
-        first = next(iter(layers.values()))[0]
         self._dtype = torch.bool if fmt != EAGER else dtype
-        batch, self._capacity = first.shape[0], self.INITIAL_CAPACITY
-        self._buffer = torch.empty(
-            len(layers), batch, self.prompt + self._capacity, dtype=self._dtype, device=first.device
-        )
-        for layer, (valid, _) in layers.items():
-            row = self._buffer[self.slot[layer]]
-            offset = self.prompt - valid.shape[-1]
-            row[:, :offset] = self._encode(torch.zeros((), dtype=torch.bool, device=first.device))
-            row[:, offset : self.prompt] = self._encode(valid)
-        self.generated = 0  # decode columns written so far
-
-    def _encode(self, valid: torch.Tensor) -> torch.Tensor:
-        return valid if self.fmt != EAGER else _additive(valid, self._dtype)
+        self._buffer: torch.Tensor | None = None
+        self._written = 0  # decode columns in the buffer
+        self._generated = 0  # decode columns so far (this step's included)
+        self._attention_mask: torch.Tensor | None = None
 
     def step(self, attention_mask: torch.Tensor | None, total: int) -> None:
-        """Record the key validity of the columns up to `total` (prompt + generated so far, this step's too)."""
-        new = total - self.prompt_len
-        if new > self._capacity:
-            self._grow(max(new, 2 * self._capacity))
-        if attention_mask is None:
-            columns = torch.ones((), dtype=torch.bool, device=self._buffer.device)
-        else:
-            columns = attention_mask[:, self.prompt_len + self.generated : total].bool()
-        self._buffer[:, :, self.prompt + self.generated : self.prompt + new] = self._encode(columns)
-        self.generated = new
-
-    def _grow(self, capacity: int) -> None:
-        grown = torch.empty(
-            *self._buffer.shape[:2], self.prompt + capacity, dtype=self._dtype, device=self._buffer.device
-        )
-        grown[:, :, : self._buffer.shape[-1]] = self._buffer
-        self._buffer, self._capacity = grown, capacity
+        """A decode step begins: the keys now span `total` columns (prompt + generated, this step's included)."""
+        self._attention_mask, self._generated = attention_mask, total - self.prompt_len
 
     def get(self, layer: int, model_mask_is_none: bool) -> torch.Tensor | None:
         """The mask for `layer` at the current step. Where the model itself needed no mask (no padding anywhere)
         and this layer has no filler, none is needed (sdpa and flash); eager always takes one."""
         if model_mask_is_none and not self.filler[layer] and self.fmt != EAGER:
             return None
+        if self._written < self._generated:
+            self._write()
         start = self.prompt - self.widths[layer]
-        keys = self._buffer[self.slot[layer], :, start : self.prompt + self.generated]
+        keys = self._buffer[self.slot[layer], :, start : self.prompt + self._generated]
         return keys if self.fmt == FLASH else keys[:, None, None, :]
+
+    def _encode(self, valid: torch.Tensor) -> torch.Tensor:
+        return valid if self.fmt != EAGER else _additive(valid, self._dtype)
+
+    def _write(self) -> None:
+        """Bring the buffer up to the current step: the pending generated columns, for all layers at once."""
+        if self._buffer is None or self._generated > self._buffer.shape[-1] - self.prompt:
+            self._allocate(max(self._generated, self.INITIAL_CAPACITY, 2 * self._written))
+        old, new = self.prompt_len + self._written, self.prompt_len + self._generated
+        if self._attention_mask is None:
+            columns = torch.ones((), dtype=torch.bool, device=self._buffer.device)
+        else:
+            columns = self._attention_mask[:, old:new].bool()
+        self._buffer[:, :, self.prompt + self._written : self.prompt + self._generated] = self._encode(columns)
+        self._written = self._generated
+
+    def _allocate(self, capacity: int) -> None:
+        first = next(iter(self._layers.values()))[0]
+        shape = (len(self._layers), first.shape[0], self.prompt + capacity)
+        buffer = torch.empty(shape, dtype=self._dtype, device=first.device)
+        if self._buffer is not None:  # grow: keep what is written
+            buffer[:, :, : self.prompt + self._written] = self._buffer[:, :, : self.prompt + self._written]
+        else:  # prompt part, right-aligned per layer: the generated columns line up across layers
+            for layer, (valid, _) in self._layers.items():
+                row, offset = buffer[self.slot[layer]], self.prompt - valid.shape[-1]
+                row[:, :offset] = self._encode(torch.zeros((), dtype=torch.bool, device=first.device))
+                row[:, offset : self.prompt] = self._encode(valid)
+        self._buffer = buffer
