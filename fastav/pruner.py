@@ -89,7 +89,7 @@ class Pruner:
         self._handles.append(text.register_forward_hook(self._after_text_model, with_kwargs=True))
         for i, layer in enumerate(self.adapter.layers):
             attention.attach(layer.self_attn, self)
-            if self._first_prune is not None and i >= self._first_prune:
+            if self.plan.first_prune_layer is not None and i >= self.plan.first_prune_layer:
                 self._handles.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
 
     def detach(self) -> None:
@@ -197,6 +197,9 @@ class Pruner:
 
     def _layer_hook(self, i: int):
         def hook(module, args, kwargs):
+            if self._prefill is not None and self.config.dry_run:
+                self._select_only(i)
+                return None
             if self._prefill is not None:
                 hidden = args[0] if args else kwargs.pop("hidden_states")
                 hidden = self._prefill_layer(i, hidden, kwargs)
@@ -208,6 +211,12 @@ class Pruner:
             return None
 
         return hook
+
+    def _select_only(self, i: int) -> None:
+        """dry_run: choose the tokens a step would drop (its cost is part of the probe) and keep them all."""
+        step, state = self._steps.get(i), self._prefill
+        if step is not None:
+            state.tokens.drop_mask(step, state.tokens.drops(step, self.config), state.scores.get(i - 1), self.config)
 
     def _prefill_layer(self, i: int, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
         state = self._prefill

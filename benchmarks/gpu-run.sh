@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one call on a lent GPU machine (it has torch and transformers; what it
+# lacks travels as wheels in .whl/: transformers==5.23.*, pydantic, pydantic-core, annotated-types,
+# typing-inspection). Logs and results go to $OUT when set (the device tool), else benchmarks/results/.
+#   bash benchmarks/gpu-run.sh            # GPU oracles (pytest -m gpu), then benchmarks/gpu.py
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    export PYTHONPATH="$PWD"
+fi
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error
+out="${OUT:-benchmarks/results}"
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu-device.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+python3 -m pytest -q -m gpu -p no:cacheprovider tests/fastav/test_gpu.py 2>&1 | tee "$out/gpu-tests.log"
+tests=${PIPESTATUS[0]}
+python3 -m benchmarks.gpu --out "$out/gpu-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-').json" 2>&1 | tee "$out/gpu-bench.log"
+bench=${PIPESTATUS[0]}
+echo "gpu tests exit $tests, benchmark exit $bench"
+exit $(( tests || bench ))
