@@ -150,10 +150,11 @@ def main() -> None:
         checks = {
             "overhead": r["scoring_overhead"] <= 0.03,
             "latency": r["latency_ratio"] <= r["flops_ratio"] + 0.05,
-            "vs_eager": r["speedup_vs_eager"] >= 2.0,
+            "vs_eager": r["speedup_vs_eager"] >= 2.0 if r["tokens"] >= 4000 else None,  # the target is at ~4k
         }
         r["targets_met"] = checks
-        print(f"  {r['tokens']} tokens: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in checks.items()))
+        verdicts = (f"{k} {'met' if v else 'NOT met'}" for k, v in checks.items() if v is not None)
+        print(f"  {r['tokens']} tokens: " + ", ".join(verdicts))
 
     out = args.out or RESULTS / f"prefill-{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,13 +23,17 @@ def global_keep(n_prunable: int, before_cut: int | None, keep_ratio: float) -> i
     return before_cut if before_cut is not None else round(n_prunable * keep_ratio)
 
 
-def to_device(values: list[int], device: torch.device) -> torch.Tensor:
-    """Host counts as a (B,) tensor on `device`, without waiting for the device: a plain copy from pageable
-    memory synchronizes the CUDA stream, a copy from pinned memory is queued like a kernel."""
-    host = torch.tensor(values, dtype=torch.long)
+def upload(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without waiting for the device: a plain copy from pageable memory
+    synchronizes the CUDA stream, a copy from pinned memory is queued like a kernel."""
     if device.type == "cuda":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device)
+
+
+def to_device(values: list[int], device: torch.device) -> torch.Tensor:
+    """Host counts as a (B,) tensor on `device` (queued, see `upload`)."""
+    return upload(torch.tensor(values, dtype=torch.long), device)
 
 
 def keep_first(prunable: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -49,10 +53,7 @@ def keep_random(prunable: torch.Tensor, keep: list[int], n_prunable: list[int], 
     for row, (n, k) in enumerate(zip(n_prunable, keep, strict=True)):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         survive[row, order[:k]] = True
-    if prunable.device.type == "cuda":
-        survive = survive.pin_memory().to(prunable.device, non_blocking=True)
-    else:
-        survive = survive.to(prunable.device)
+    survive = upload(survive, prunable.device)
     rank = (prunable.long().cumsum(-1) - 1).clamp_(0, width - 1)
     return prunable & ~survive.gather(-1, rank)
 

@@ -29,7 +29,6 @@ class TokenSet:
     valid: torch.Tensor  # (B, m) False for padding and filler slots
     source_labels: torch.Tensor  # (B, n) Modality of each input position, PAD where masked
     prunable: torch.Tensor  # (B, m) may be dropped: valid, of a chosen modality, not the row's last token
-    offsets: torch.Tensor  # (B,) leading pad count: positions count from each row's first real token
     # host, one entry per row
     kept: list[int]  # valid slots
     n_prunable: list[int]  # prunable slots
@@ -44,13 +43,12 @@ class TokenSet:
         batch, length = labels.shape
         labels = labels.masked_fill(~valid, int(Modality.PAD))
         index = torch.arange(length, device=labels.device).expand(batch, length)
-        offsets = pad_offsets(valid)
         av = valid & prunable_mask(labels, modalities)
         prunable = av.clone()
         prunable[:, -1] = False  # the last token carries the answer: never pruned
         columns = [valid.sum(-1), prunable.sum(-1), av[:, -1].long(), valid[:, -1].long()]
-        if cut is not None:
-            columns.append((prunable & (index - offsets[:, None] < cut)).sum(-1))
+        if cut is not None:  # positions count from each row's first real token
+            columns.append((prunable & (index - pad_offsets(valid)[:, None] < cut)).sum(-1))
         counts = torch.stack(columns, dim=1).tolist()
         if not all(row[3] for row in counts):
             raise ValueError("FastAV needs left padding (the last position must be a real token in every row)")
@@ -59,7 +57,6 @@ class TokenSet:
             valid=valid,
             source_labels=labels,
             prunable=prunable,
-            offsets=offsets,
             kept=[row[0] for row in counts],
             n_prunable=[row[1] for row in counts],
             last_av=[row[2] for row in counts],
