@@ -42,6 +42,11 @@ class Plan:
     def first_prune_layer(self) -> int | None:
         return min((s.layer for s in self.steps), default=None)
 
+    @property
+    def global_layer(self) -> int | None:
+        """The layer of the global step (FastV's single step too), with defaults resolved."""
+        return next((s.layer for s in self.steps if s.is_global), None)
+
 
 class PlanError(ValueError):
     """A config field does not fit the model it is applied to."""

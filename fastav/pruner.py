@@ -112,6 +112,14 @@ class Pruner:
         self._pending_labels = labels.long()
 
     @property
+    def settings(self) -> dict[str, object]:
+        """The settings that ran, with the defaults resolved against this model (e.g. global_layer = L/2)."""
+        settings = self.config.summary()
+        if self.config.strategy in ("fastav", "random", "low_attentive"):
+            settings["global_layer"] = self.plan.global_layer
+        return settings
+
+    @property
     def stats(self) -> list[SampleStats]:
         """One SampleStats per row of the last prefill (built on first read: one device read)."""
         if self._stats is None:
@@ -119,7 +127,7 @@ class Pruner:
                 self._segments,
                 self.adapter.num_layers,
                 self.dims,
-                self.config.summary(),
+                self.settings,
                 self.plan.first_prune_layer,
                 self.plan.scoring_layers,
             )

@@ -46,9 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="override output")
     parser.add_argument("--run-id", help="override run_id")
     parser.add_argument("--overwrite", action="store_true", help="start fresh instead of resuming")
+    parser.add_argument(
+        "--retry-errors", action="store_true", help="also rerun ids that failed for good (permanent error types)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    from pipeline.errors import InputError, SummaryError
     from pipeline.graph import run
     from pipeline.summary import format_summary
 
@@ -59,12 +65,24 @@ def main(argv: list[str] | None = None) -> int:
             config = PipelineConfig.from_yaml(args.config)
         else:
             config = embedded_default(args.workdir)
-        overrides = {"output": args.output, "run_id": args.run_id, "overwrite": args.overwrite or None}
+        overrides = {
+            "output": args.output,
+            "run_id": args.run_id,
+            "overwrite": args.overwrite or None,
+            "retry_errors": args.retry_errors or None,
+        }
         config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     except (ValidationError, OSError) as error:
         print(f"batch_infer: invalid configuration: {error}", file=sys.stderr)
         return 2
-    summary = run(config)
+    try:
+        summary = run(config)
+    except InputError as error:
+        print(f"batch_infer: {error}", file=sys.stderr)
+        return 2
+    except SummaryError as error:
+        print(f"batch_infer: {error}", file=sys.stderr)
+        return 3
     print(format_summary(summary))
     return 0
 

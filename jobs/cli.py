@@ -62,7 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for flag, value in (("--output", args.output), ("--run-id", args.run_id)):
         if value:
             argv += [flag, value]
-    return batch_main([*argv, *(["--overwrite"] if args.overwrite else [])])
+    flags = [flag for flag, on in (("--overwrite", args.overwrite), ("--retry-errors", args.retry_errors)) if on]
+    return batch_main([*argv, *flags])
 
 
 def _client(address: str):
@@ -97,7 +98,13 @@ def submit_with_retry(client, command: str, env: dict, submission_id: str, patie
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    config = load_config(args.config, output=args.output, run_id=args.run_id, overwrite=args.overwrite or None)
+    config = load_config(
+        args.config,
+        output=args.output,
+        run_id=args.run_id,
+        overwrite=args.overwrite or None,
+        retry_errors=args.retry_errors or None,
+    )
     env, names = runtime_env(Path(args.working_dir).resolve(), list(FORWARDED_ENV) + (args.env or []))
     client = _client(args.address)
     submission_id = submit_with_retry(client, entrypoint(config), env, args.submission_id or new_submission_id())
@@ -131,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, required=p is submit)
         p.add_argument("--output")
         p.add_argument("--run-id")
-        p.add_argument("--overwrite", action="store_true")
+        p.add_argument("--overwrite", action="store_true", help="start fresh instead of resuming")
+        p.add_argument("--retry-errors", action="store_true", help="also rerun ids that failed for good")
     run.set_defaults(func=cmd_run)
     submit.add_argument("--address", default=address, help="dashboard address, e.g. http://head:8265")
     submit.add_argument("--working-dir", default=str(PROJECT_ROOT), help="project directory shipped to the job")

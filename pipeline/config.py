@@ -26,12 +26,16 @@ class StorageConfig(_Strict):
 
     endpoint_url: str | None = None
     region: str | None = None
+    max_attempts: int = Field(
+        default=10, ge=1, description="tries per S3 request (throttling, 5xx and connection errors are retried)"
+    )
 
 
 class SourceConfig(_Strict):
     uri: str = Field(description="s3://bucket/prefix, a local directory, or a manifest (.parquet / .jsonl)")
     extensions: tuple[str, ...] = Field(default=VIDEO_EXTENSIONS, description="listed files must end with one")
     limit: int | None = Field(default=None, ge=1)
+    allow_empty: bool = Field(default=False, description="an empty listing is an error unless this is set")
     num_shards: int = Field(default=1, ge=1)
     shard_index: int = Field(default=0, ge=0)
 
@@ -48,8 +52,13 @@ class DecodeConfig(_Strict):
     max_frames: int = Field(default=32, ge=2)
     max_side: int = Field(default=448, ge=28, description="longest frame side after decode, in pixels")
     max_audio_seconds: float = Field(default=30.0, gt=0, description="audio beyond this is not used")
-    max_video_seconds: float = Field(default=600.0, gt=0, description="longer videos become error rows")
+    max_video_seconds: float | None = Field(
+        default=None, gt=0, description="longer videos become error rows (TooLong); null: no cap (frames are sampled)"
+    )
     max_bytes: int = Field(default=2 << 30, ge=1, description="larger objects become error rows")
+    timeout_seconds: float | None = Field(
+        default=600.0, gt=0, description="reading + decoding one video longer than this: a Timeout error row"
+    )
     missing_audio: Literal["video_only", "error"] = "video_only"
     num_cpus: float = Field(default=1.0, gt=0, description="CPUs per decode/preprocess task")
     memory_mb: int = Field(default=2048, ge=64, description="memory reserved per decode/preprocess task")
@@ -92,6 +101,11 @@ class PipelineConfig(_Strict):
         description="rows Ray Data gathers per Parquet part: fewer, larger files and write tasks; an "
         "interrupted run redoes the finished rows not yet written; null: one part per model batch",
     )
+    flush_seconds: float = Field(
+        default=300.0, gt=0, description="a part is also written when its oldest row has waited this long"
+    )
+    progress_seconds: float = Field(default=30.0, gt=0, description="a progress line this often when not on a TTY")
+    retry_errors: bool = Field(default=False, description="rerun ids that failed for good too (permanent errors)")
     model: ModelConfig
     storage: StorageConfig = StorageConfig()
     decode: DecodeConfig = DecodeConfig()

@@ -2,14 +2,19 @@
 
 decord reads from BytesIO (no temp files); PyAV is the fallback where decord fails. Decord facts that shape
 this code: `mono=True` whenever resampling (stereo + resample returns garbage), "Can't find audio stream"
-for silent files, not every failure is a DECORDError, AudioReader decodes the whole track on open (so the
-duration cap is checked first), and a downmix can exceed [-1, 1] (clipped).
+for silent files, not every failure is a DECORDError, AudioReader decodes the whole track on open, and a
+downmix can exceed [-1, 1] (clipped). Frames are sampled, so a long video costs little to read; its audio
+would not, so a track longer than `max_audio_seconds` is read with PyAV only as far as the cap.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +32,29 @@ class VideoError(Exception):
         self.kind = kind
 
 
+@contextmanager
+def deadline(seconds: float | None, setting: str) -> Iterator[None]:
+    """Raise VideoError("Timeout") when the block runs longer than `seconds` (wall clock).
+
+    A SIGALRM timer: it interrupts Python code (PyAV's frame loop, retries, reads) but not a single call
+    inside a C library until that call returns. Only the main thread can use it; elsewhere no limit applies.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise VideoError("Timeout", f"took longer than {setting}={seconds:g}")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @dataclass
 class Decoded:
     frames: np.ndarray  # (N, H, W, 3) uint8
@@ -34,6 +62,7 @@ class Decoded:
     audio: np.ndarray | None  # (samples,) float32 in [-1, 1] at 16 kHz, None without an audio track
     duration: float
     decoder: str
+    audio_truncated: bool = False  # the track went on past decode.max_audio_seconds
 
 
 def frame_indices(total: int, native_fps: float, config: DecodeConfig) -> np.ndarray:
@@ -57,11 +86,17 @@ def _shrink(frames: np.ndarray, max_side: int) -> np.ndarray:
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def _finish_audio(audio: np.ndarray | None, config: DecodeConfig) -> np.ndarray | None:
+def _cap(config: DecodeConfig) -> int:
+    return int(config.max_audio_seconds * SAMPLE_RATE)
+
+
+def _finish_audio(audio: np.ndarray | None, config: DecodeConfig) -> tuple[np.ndarray | None, bool]:
+    """The track cut at the cap, clipped to [-1, 1]; and whether anything was cut."""
     if audio is None or audio.size == 0:
-        return None
-    audio = audio.reshape(-1)[: int(config.max_audio_seconds * SAMPLE_RATE)]
-    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+        return None, False
+    audio = audio.reshape(-1)
+    truncated = audio.size > _cap(config)
+    return np.clip(audio[: _cap(config)], -1.0, 1.0).astype(np.float32), truncated
 
 
 def _decode_decord(data: bytes, config: DecodeConfig) -> Decoded:
@@ -75,13 +110,39 @@ def _decode_decord(data: bytes, config: DecodeConfig) -> Decoded:
     _check_duration(duration, config)
     indices = frame_indices(total, native_fps, config)
     frames = reader.get_batch(list(indices)).asnumpy()
-    try:
-        audio = _whole_track(decord.AudioReader(io.BytesIO(data), sample_rate=SAMPLE_RATE, mono=True))
-    except decord.DECORDError as error:
-        if "audio stream" not in str(error):
-            raise
-        audio = None
-    return Decoded(frames, _sample_fps(len(indices), duration), _finish_audio(audio, config), duration, "decord")
+    if duration > config.max_audio_seconds + 1.0:  # decord would decode the whole track: read up to the cap
+        audio, truncated = _audio_pyav(data, config)
+    else:
+        try:
+            track = _whole_track(decord.AudioReader(io.BytesIO(data), sample_rate=SAMPLE_RATE, mono=True))
+        except decord.DECORDError as error:
+            if "audio stream" not in str(error):
+                raise
+            track = None
+        audio, truncated = _finish_audio(track, config)
+    return Decoded(frames, _sample_fps(len(indices), duration), audio, duration, "decord", truncated)
+
+
+def _audio_pyav(data: bytes, config: DecodeConfig) -> tuple[np.ndarray | None, bool]:
+    """16 kHz mono audio with PyAV, decoding only as far as the cap; whether the track went on past it."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        if not container.streams.audio:
+            return None, False
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks, samples, truncated = [], 0, False
+        for frame in container.decode(container.streams.audio[0]):
+            if samples > _cap(config):
+                truncated = True
+                break
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+                samples += chunks[-1].size
+        if not truncated:
+            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
+    audio, cut = _finish_audio(np.concatenate(chunks) if chunks else None, config)
+    return audio, truncated or cut
 
 
 def _whole_track(reader) -> np.ndarray:
@@ -93,31 +154,35 @@ def _whole_track(reader) -> np.ndarray:
 
 
 def _decode_pyav(data: bytes, config: DecodeConfig) -> Decoded:
+    """Decode sequentially, converting only the sampled frames (the frame count comes from the stream, or
+    from its duration and rate); a stream shorter than announced repeats its last frame."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
         if not container.streams.video:
-            raise VideoError("DecodeError", "no video stream")
+            if container.streams.audio:
+                raise VideoError("NoVideo", "the file has an audio track but no video stream")
+            raise VideoError("DecodeError", "no video or audio stream")
         stream = container.streams.video[0]
         rate = float(stream.average_rate or 0) or 25.0
         duration = float(container.duration / av.time_base) if container.duration else 0.0
         _check_duration(duration, config)
-        all_frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    if not all_frames:
+        total = stream.frames or round(duration * rate)
+        if not total:
+            raise VideoError("DecodeError", "the video stream announces no frames and no duration")
+        indices = frame_indices(total, rate, config)
+        wanted, picked, last = set(indices.tolist()), {}, None
+        for i, frame in enumerate(container.decode(stream)):
+            if i in wanted:
+                picked[i] = last = frame.to_ndarray(format="rgb24")
+            if i >= indices[-1]:
+                break
+    if last is None:
         raise VideoError("DecodeError", "no decodable video frames")
-    duration = duration or len(all_frames) / rate
-    indices = frame_indices(len(all_frames), len(all_frames) / duration if duration else rate, config)
-    frames = np.stack([all_frames[i] for i in indices])
-    audio = None
-    with av.open(io.BytesIO(data)) as container:
-        if container.streams.audio:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-            audio = np.concatenate(chunks) if chunks else None
-    return Decoded(frames, _sample_fps(len(indices), duration), _finish_audio(audio, config), duration, "pyav")
+    frames = np.stack([picked.get(i, last) for i in indices])
+    duration = duration or total / rate
+    audio, truncated = _audio_pyav(data, config)
+    return Decoded(frames, _sample_fps(len(indices), duration), audio, duration, "pyav", truncated)
 
 
 def _sample_fps(count: int, duration: float) -> float:
@@ -125,7 +190,7 @@ def _sample_fps(count: int, duration: float) -> float:
 
 
 def _check_duration(duration: float, config: DecodeConfig) -> None:
-    if duration > config.max_video_seconds:
+    if config.max_video_seconds is not None and duration > config.max_video_seconds:
         raise VideoError("TooLong", f"{duration:.1f}s exceeds decode.max_video_seconds={config.max_video_seconds}")
 
 

@@ -1,7 +1,9 @@
 """The pipeline graph: source -> decode (CPU tasks) -> preprocess (CPU tasks) -> infer (actor pool) -> Parquet.
 
-Decode and preprocess are sized apart from the model actors, so the accelerator never waits on decoding;
-Ray Data streams blocks between them and shows its progress bars.
+Decode and preprocess are sized apart from the model actors, so the accelerator never waits on decoding.
+The driver consumes the result stream and writes the Parquet parts itself (the rows are small: text and
+stats), so parts land while the job runs instead of waiting for a CPU slot, and it shows progress. Ray's
+own progress bars and worker output stay in Ray's logs.
 """
 
 from __future__ import annotations
@@ -11,18 +13,21 @@ import logging
 import time
 
 import ray
-from ray.data import ActorPoolStrategy
+from ray.data import ActorPoolStrategy, DataContext
 
 from pipeline.config import PipelineConfig
+from pipeline.errors import SummaryError
 from pipeline.infer import InferActor
+from pipeline.preflight import preflight
+from pipeline.progress import Progress
 from pipeline.rows import OK
-from pipeline.sink import ParquetSink, prepare_output
-from pipeline.source import list_videos
+from pipeline.sink import PartWriter, prepare_output
 from pipeline.stages import DecodeStage, PreprocessStage
 from pipeline.storage import Storage
 from pipeline.summary import summarize
 
 log = logging.getLogger(__name__)
+SUMMARY_TRIES = 4
 
 
 def build_dataset(config: PipelineConfig, rows: list[dict]) -> ray.data.Dataset:
@@ -54,26 +59,62 @@ def build_dataset(config: PipelineConfig, rows: list[dict]) -> ray.data.Dataset:
     )
 
 
-def run(config: PipelineConfig) -> dict:
-    """Run the job on the connected Ray cluster (or a local one) and return its summary."""
+def quiet_ray() -> None:
+    """Ray Data's progress bars and execution logs, and the workers' output, go to Ray's log files only."""
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not ray.is_initialized():
+        ray.init(logging_level=logging.WARNING, log_to_driver=False)
+
+
+def run(config: PipelineConfig, retry_errors: bool | None = None) -> dict:
+    """Run the job on the connected Ray cluster (or a local one) and return its summary.
+
+    Raises InputError before Ray starts on a configuration or input problem, and SummaryError when every row
+    is written but the summary could not be.
+    """
     storage = Storage(config.storage)
     run_id = config.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    retry = config.retry_errors if retry_errors is None else retry_errors
     start = time.perf_counter()
-    videos = list_videos(config.source, storage)
-    done = prepare_output(config.output, storage, config.overwrite)
-    todo = [{**row, "status": OK, "error_type": None, "error_message": None} for row in videos if row["id"] not in done]
-    log.info("%d videos listed, %d already done, %d to process", len(videos), len(videos) - len(todo), len(todo))
+    videos = preflight(config)
+    settled = prepare_output(config.output, storage, config.overwrite, retry)
+    todo = [
+        {**row, "status": OK, "error_type": None, "error_message": None} for row in videos if row["id"] not in settled
+    ]
+    skipped_errors = sum(1 for row in videos if settled.get(row["id"]) == "error")
+    log.info(
+        "%d videos listed: %d to process, %d done earlier, %d failed for good earlier (--retry-errors retries them)",
+        len(videos), len(todo), len(videos) - len(todo) - skipped_errors, skipped_errors,
+    )  # fmt: skip
+    writer = PartWriter(config.output, storage, run_id, config.rows_per_file, config.flush_seconds)
     if todo:
-        if not ray.is_initialized():
-            ray.init(logging_level=logging.WARNING)
-        sink = ParquetSink(config.output, config.storage, run_id, config.rows_per_file)
-        build_dataset(config, todo).write_datasink(sink)
+        quiet_ray()
+        progress = Progress(len(todo), config.progress_seconds)
+        for batch in build_dataset(config, todo).iter_batches(batch_size=None, batch_format="pyarrow"):
+            rows = batch.to_pylist()
+            writer.add(rows)
+            progress.update(rows)
+        writer.flush()
+        progress.close()
     run_info = {
         "run_id": run_id,
         "listed": len(videos),
         "skipped_done": len(videos) - len(todo),
+        "skipped_permanent_errors": skipped_errors,
         "wall_seconds": round(time.perf_counter() - start, 3),
         "fastav": config.fastav.summary(),
         "model": config.model.checkpoint,
     }
-    return summarize(config.output, storage, run_info)
+    for attempt in range(SUMMARY_TRIES):  # on top of the storage client's own retries
+        try:
+            return summarize(config.output, storage, run_info)
+        except Exception as error:
+            if attempt == SUMMARY_TRIES - 1:
+                raise SummaryError(config.output, writer.rows_written, error) from error
+            log.warning("summary attempt %d failed (%s: %s); retrying", attempt + 1, type(error).__name__, error)
+            time.sleep(2.0 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -28,7 +28,7 @@ class InferActor:
         loaded, self.runtime = load_model(path, model)
         self.runner = ModelRunner(loaded, load_processor(path).tokenizer, fastav_config, infer.max_new_tokens)
         self.model_id = model.checkpoint
-        self.settings = json.dumps(fastav_config.summary(), sort_keys=True)
+        self.settings = json.dumps(self.runner.pruner.settings, sort_keys=True)
 
     def _generate(self, rows: list[dict], audio_in_video: bool) -> None:
         results = self.runner.generate([unpack(row["inputs"]) for row in rows], audio_in_video)
@@ -51,7 +51,7 @@ class InferActor:
                     try:
                         self._generate([row], flag)
                     except Exception as error:
-                        fail(row, error)
+                        fail(row, error, kind="InferenceError")
         for row in rows:
             row.pop("inputs", None)
         return to_batch(rows)

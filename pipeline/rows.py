@@ -110,11 +110,14 @@ def _aligned(size: int) -> int:
     return -(-size // _ALIGN) * _ALIGN
 
 
-def fail(row: dict, error: BaseException) -> dict:
-    """Turn a per-row exception into error columns; the row keeps flowing to the sink."""
+def fail(row: dict, error: BaseException, kind: str | None = None) -> dict:
+    """Turn a per-row exception into error columns; the row keeps flowing to the sink. `kind` names the error
+    type where the exception's class would not (see pipeline.errors)."""
     row["status"] = "error"
-    row["error_type"] = error.kind if isinstance(error, VideoError) else type(error).__name__
+    row["error_type"] = kind or (error.kind if isinstance(error, VideoError) else type(error).__name__)
     message = str(error) or repr(error)
+    if kind is not None:
+        message = f"{type(error).__name__}: {message}"
     if not isinstance(error, VideoError):
         message += " | " + " <- ".join(traceback.format_exception(error)[-2:]).strip()[-400:]
     row["error_message"] = message[:2000]

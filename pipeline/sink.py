@@ -1,7 +1,9 @@
-"""Sink: Parquet output (one part per `rows_per_file` rows, deterministic names, atomic writes) and resume bookkeeping.
+"""Sink: Parquet output (a part per `rows_per_file` rows, deterministic names, atomic writes) and resume bookkeeping.
 
 Every input video becomes exactly one row, success or error, in `part-<hash of the part's ids>.parquet`.
-The schema below is the contract users query with DuckDB / pandas / Spark.
+The schema below is the contract users query with DuckDB / pandas / Spark. The job's driver writes the parts
+as result rows reach it (`PartWriter`), so parts land while the job runs: an interrupted run loses at most
+the rows not yet gathered into a part.
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from ray.data import Datasink
-from ray.data.block import BlockAccessor
 
-from pipeline.config import StorageConfig
+from pipeline.errors import PERMANENT, retryable
 from pipeline.rows import OK
 from pipeline.storage import Storage, join
 
@@ -25,12 +26,14 @@ SCHEMA = pa.schema(
         pa.field("id", pa.string(), nullable=False),  # sha1 of the URI, stable across runs
         pa.field("uri", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),  # "success" | "error"
-        pa.field("error_type", pa.string()),  # EmptyObject, DecodeError, NoAudio, TooLong, ReadError, ...
+        pa.field("error_type", pa.string()),  # EmptyObject, DecodeError, NoVideo, ReadError, ... (pipeline.errors)
         pa.field("error_message", pa.string()),
+        pa.field("error_retryable", pa.bool_()),  # a rerun retries this id (transient error); null on success
         pa.field("output_text", pa.string()),
         pa.field("prompt", pa.string()),  # per-row prompt from a manifest, else null (config prompt)
         pa.field("frames_used", pa.int32()),
         pa.field("audio_seconds", pa.float64()),  # audio fed to the model (0: no audio track)
+        pa.field("audio_truncated", pa.bool_()),  # the track went on past decode.max_audio_seconds
         pa.field("video_seconds", pa.float64()),
         pa.field("decoder", pa.string()),  # decord | pyav
         pa.field("tokens_text", pa.int32()),  # input tokens per modality (padding excluded)
@@ -71,6 +74,7 @@ def to_table(rows: list[dict], run_id: str) -> pa.Table:
     for row in rows:
         record = {name: row.get(name) for name in SCHEMA.names}
         record["status"] = "success" if row.get("status") == OK else "error"
+        record["error_retryable"] = None if record["status"] == "success" else retryable(row.get("error_type"))
         record["run_id"], record["finished_at"] = run_id, now
         records.append(record)
     return pa.Table.from_pylist(records, schema=SCHEMA)
@@ -82,33 +86,48 @@ def encode_parquet(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-class ParquetSink(Datasink[list[dict]]):
-    """Ray Data datasink: each write call (about `rows_per_file` rows) -> one Parquet file, written atomically
-    under a name derived from its ids."""
+class PartWriter:
+    """Gathers result rows and writes a Parquet part whenever `rows_per_file` rows are waiting, or the oldest
+    has waited `flush_seconds`; each part is written atomically under a name derived from its ids.
+    `rows_per_file=None` writes every batch as it arrives."""
 
-    def __init__(self, output: str, storage: StorageConfig, run_id: str, rows_per_file: int | None = None) -> None:
-        self.output, self.storage, self.run_id, self.rows_per_file = output, storage, run_id, rows_per_file
+    def __init__(
+        self,
+        output: str,
+        storage: Storage,
+        run_id: str,
+        rows_per_file: int | None,
+        flush_seconds: float = 300.0,
+    ) -> None:
+        self.output, self.storage, self.run_id = output, storage, run_id
+        self.rows_per_file, self.flush_seconds = rows_per_file, flush_seconds
+        self.parts: list[str] = []
+        self.rows_written = 0
+        self._pending: list[dict] = []
+        self._oldest = 0.0
 
-    @property
-    def min_rows_per_write(self) -> int | None:
-        # One write task per model batch made many tiny files, and each write task waits for a CPU slot
-        # beside decoding: on a 2-CPU node the writes fell behind and drained after inference had finished.
-        return self.rows_per_file
+    def add(self, rows: list[dict]) -> None:
+        if not self._pending:
+            self._oldest = time.monotonic()
+        self._pending.extend(rows)
+        size = self.rows_per_file or len(self._pending)
+        while len(self._pending) >= size > 0:
+            self._write(self._pending[:size])
+            self._pending = self._pending[size:]
+            self._oldest = time.monotonic()
+        if self._pending and time.monotonic() - self._oldest >= self.flush_seconds:
+            self.flush()
 
-    def write(self, blocks, ctx) -> list[dict]:
-        groups = [BlockAccessor.for_block(block).to_arrow().to_pylist() for block in blocks]
-        if self.rows_per_file is not None:  # one part per call, else one per block as Ray hands them over
-            groups = [[row for rows in groups for row in rows]]
-        storage, written = Storage(self.storage), []
-        for rows in filter(None, groups):
-            table = to_table(rows, self.run_id)
-            name = part_name([r["id"] for r in rows])
-            storage.write(join(self.output, name), encode_parquet(table))
-            written.append({"file": name, "rows": table.num_rows})
-        return written
+    def flush(self) -> None:
+        if self._pending:
+            self._write(self._pending)
+            self._pending = []
 
-    def get_name(self) -> str:
-        return "FastAVParquet"
+    def _write(self, rows: list[dict]) -> None:
+        name = part_name([r["id"] for r in rows])
+        self.storage.write(join(self.output, name), encode_parquet(to_table(rows, self.run_id)))
+        self.parts.append(name)
+        self.rows_written += len(rows)
 
 
 def part_files(output: str, storage: Storage) -> list[str]:
@@ -122,28 +141,31 @@ def read_parts(output: str, storage: Storage, columns: list[str] | None = None) 
     return pa.concat_tables(tables)
 
 
-def prepare_output(output: str, storage: Storage, overwrite: bool) -> set[str]:
-    """Ids already written successfully, after making the output consistent for this run.
+def prepare_output(output: str, storage: Storage, overwrite: bool, retry_errors: bool = False) -> dict[str, str]:
+    """Ids already settled, mapped to their status, after making the output consistent for this run.
 
-    With overwrite every earlier part and summary goes. Otherwise error rows of earlier runs are removed
-    from their files (those ids are retried now), so each id stays in the output exactly once.
+    Settled: written successfully, or failed for good (a permanent error type) unless `retry_errors`. The rows
+    of every other id (transient errors) are removed from their files, since those ids run again now: each
+    id stays in the output exactly once. With `overwrite` every earlier part and the summary go.
     """
-    done: set[str] = set()
+    settled: dict[str, str] = {}
     for uri in part_files(output, storage):
         if overwrite:
             storage.delete(uri)
             continue
         data = storage.read(uri)
-        status = pq.read_table(io.BytesIO(data), columns=["id", "status"])
-        ok = pc.equal(status["status"], "success")
-        done.update(status.filter(ok)["id"].to_pylist())
-        if pc.all(ok).as_py():
+        table = pq.read_table(io.BytesIO(data), columns=["id", "status", "error_type"])
+        keep = pc.equal(table["status"], "success")
+        if not retry_errors:
+            keep = pc.or_(keep, pc.is_in(table["error_type"], pa.array(sorted(PERMANENT))).fill_null(False))
+        kept = table.filter(keep)
+        settled.update(zip(kept["id"].to_pylist(), kept["status"].to_pylist(), strict=True))
+        if kept.num_rows == table.num_rows:
             continue
-        kept = pq.read_table(io.BytesIO(data)).filter(ok)
         if kept.num_rows:
-            storage.write(uri, encode_parquet(kept))
+            storage.write(uri, encode_parquet(pq.read_table(io.BytesIO(data)).filter(keep)))
         else:
             storage.delete(uri)
     if overwrite:
         storage.delete(join(output, SUMMARY_NAME))
-    return done
+    return settled

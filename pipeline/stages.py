@@ -6,7 +6,7 @@ import numpy as np
 
 from pipeline.checkpoint import local_checkpoint
 from pipeline.config import DecodeConfig, ModelConfig, PromptConfig, StorageConfig
-from pipeline.decode import VideoError, decode_video
+from pipeline.decode import VideoError, deadline, decode_video
 from pipeline.preprocess import load_processor, model_inputs, processor_outputs
 from pipeline.rows import map_ok_rows, pack, timed, to_batch, to_rows, unpack
 from pipeline.storage import Storage
@@ -26,7 +26,7 @@ class DecodeStage:
         self.decode, self.storage = decode, storage
 
     def _row(self, row: dict) -> None:
-        with timed(row, "decode_ms"):
+        with timed(row, "decode_ms"), deadline(self.decode.timeout_seconds, "decode.timeout_seconds"):
             try:
                 data = Storage(self.storage).read(row["uri"])
             except Exception as error:
@@ -37,6 +37,7 @@ class DecodeStage:
         row["has_audio"] = video.audio is not None
         row["frames_used"] = int(video.frames.shape[0])
         row["audio_seconds"] = float(audio.size / 16_000)
+        row["audio_truncated"] = video.audio_truncated
         row["video_seconds"] = float(video.duration)
         row["decoder"] = video.decoder
         row["decode_node"] = node_id()

@@ -37,15 +37,16 @@ class ObjectInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def _client(endpoint_url: str | None, region: str | None):
+def _client(endpoint_url: str | None, region: str | None, attempts: int):
     import boto3
     from botocore.config import Config
 
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+        endpoint_url=endpoint_url,
         region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        # "standard" retries throttling (503 SlowDown), 5xx and connection errors with jittered backoff.
+        config=Config(retries={"max_attempts": attempts, "mode": "standard"}),
     )
 
 
@@ -54,8 +55,12 @@ class Storage:
         self.config = config or StorageConfig()
 
     @property
+    def endpoint(self) -> str | None:
+        return self.config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+    @property
     def s3(self):
-        return _client(self.config.endpoint_url, self.config.region)
+        return _client(self.endpoint, self.config.region, self.config.max_attempts)
 
     def list(self, uri: str) -> Iterator[ObjectInfo]:
         """Every object under a prefix / file under a directory, in lexicographic order."""
@@ -92,6 +97,24 @@ class Storage:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def exists(self, uri: str) -> bool:
+        if is_s3(uri):
+            from botocore.exceptions import ClientError
+
+            bucket, key = split_s3(uri)
+            try:
+                self.s3.head_object(Bucket=bucket, Key=key)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+        return Path(uri).expanduser().exists()
+
+    def check_bucket(self, uri: str) -> None:
+        """Raise the client's error if the bucket of an s3:// URI cannot be reached (missing, denied, offline)."""
+        self.s3.head_bucket(Bucket=split_s3(uri)[0])
 
     def delete(self, uri: str) -> None:
         if is_s3(uri):

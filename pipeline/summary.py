@@ -7,6 +7,7 @@ from collections import Counter
 
 import pyarrow.compute as pc
 
+from pipeline.errors import retryable
 from pipeline.sink import SUMMARY_NAME, read_parts
 from pipeline.storage import Storage, join
 
@@ -40,6 +41,7 @@ def summarize(output: str, storage: Storage, run: dict) -> dict:
         "success": ok.num_rows,
         "error": table.num_rows - ok.num_rows,
         "errors_by_type": dict(Counter(v for v in table["error_type"].to_pylist() if v)),
+        "errors_retryable": sum(1 for v in table["error_type"].to_pylist() if v and retryable(v)),
         "processed_this_run": this_run.num_rows,
         "videos_per_second_this_run": round(this_run.num_rows / wall, 3) if wall else None,
         "tokens_input": int(_sum(ok, "tokens_input")),
@@ -64,7 +66,8 @@ def format_summary(summary: dict) -> str:
         + (f" ({summary['videos_per_second_this_run']} videos/s)" if summary["videos_per_second_this_run"] else ""),
     ]
     for kind, count in sorted(summary["errors_by_type"].items()):
-        lines.append(f"  error {kind:<10}{count}")
+        policy = "transient: a rerun retries it" if retryable(kind) else "permanent: a rerun skips it"
+        lines.append(f"  error           {kind}: {count} ({policy})")
     if summary["flops_ratio"] is not None:
         lines += [
             f"  tokens          {summary['tokens_input']} in, {summary['tokens_last_layer']} at the last layer",

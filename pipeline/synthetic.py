@@ -19,8 +19,10 @@ def make_clip(
     size: tuple[int, int] = (112, 112),
     tone_hz: float | None = 440.0,
     seed: int = 0,
+    video_track: bool = True,
 ) -> bytes:
-    """An mp4 of a square moving across a coloured background, with a sine tone (None: no audio track)."""
+    """An mp4 of a square moving across a coloured background, with a sine tone (None: no audio track);
+    `video_track=False` makes an audio-only file."""
     import io
 
     import av
@@ -31,14 +33,15 @@ def make_clip(
     colour = rng.integers(0, 256, 3, dtype=np.uint8)
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "ultrafast"}
+        video = container.add_stream("libx264", rate=fps) if video_track else None
+        if video is not None:
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.options = {"preset": "ultrafast"}
         audio = None
         if tone_hz is not None:
             audio = container.add_stream("aac", rate=SAMPLE_RATE)
             audio.layout = "mono"
-        frames = int(seconds * fps)
+        frames = int(seconds * fps) if video is not None else 0
         side = max(8, min(width, height) // 4)
         for i in range(frames):
             image = np.empty((height, width, 3), np.uint8)
@@ -48,7 +51,7 @@ def make_clip(
             image[y : y + side, x : x + side] = colour
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
-        for packet in video.encode():
+        for packet in video.encode() if video is not None else ():
             container.mux(packet)
         if audio is not None:
             t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE

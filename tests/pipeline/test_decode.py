@@ -80,3 +80,55 @@ def test_size_and_duration_caps(clip):
     with pytest.raises(VideoError, match="max_video_seconds") as info:
         decode_video(clip, DecodeConfig(max_video_seconds=1.0))
     assert info.value.kind == "TooLong"
+
+
+@pytest.fixture(scope="module")
+def long_clip() -> bytes:
+    """Twelve minutes of video and audio (small frames, 1 fps): long videos are normal in real corpora."""
+    return make_clip(seconds=720.0, fps=1, size=(64, 48), tone_hz=330.0, seed=5)
+
+
+def test_a_long_video_decodes_with_the_defaults(long_clip):
+    video = decode_video(long_clip, DecodeConfig())
+    assert video.decoder == "decord" and video.frames.shape[0] == 8 and abs(video.duration - 720) < 2
+    # Audio is read only up to the cap (PyAV for a track this long), and the row will say it was cut.
+    assert video.audio.size == 30 * 16_000 and video.audio_truncated
+    assert np.abs(video.audio).max() > 0.2
+    short = decode_video(make_clip(seconds=2.0), DecodeConfig())
+    assert not short.audio_truncated
+
+
+def test_audio_cut_at_the_cap_is_flagged_by_both_decoders(clip):
+    config = DecodeConfig(max_audio_seconds=1.0)
+    for decoder in (decode._decode_decord, decode._decode_pyav):
+        video = decoder(clip, config)
+        assert video.audio.size == 16_000 and video.audio_truncated, decoder.__name__
+    assert not decode_video(clip, DecodeConfig()).audio_truncated
+
+
+def test_pyav_samples_a_long_video_without_holding_every_frame(long_clip):
+    by_pyav = decode._decode_pyav(long_clip, DecodeConfig(num_frames=6))
+    by_decord = decode._decode_decord(long_clip, DecodeConfig(num_frames=6))
+    assert by_pyav.frames.shape == by_decord.frames.shape == (6, 48, 64, 3)
+    assert np.abs(by_pyav.frames.astype(int) - by_decord.frames.astype(int)).mean() < 3
+    assert by_pyav.audio_truncated and by_pyav.audio.size == 30 * 16_000
+
+
+def test_an_audio_only_file_is_no_video():
+    audio_only = make_clip(seconds=2.0, video_track=False)
+    with pytest.raises(VideoError, match="no video stream") as info:
+        decode_video(audio_only, DecodeConfig())
+    assert info.value.kind == "NoVideo"
+
+
+def test_deadline_turns_a_slow_decode_into_a_timeout():
+    import time
+
+    slow = pytest.raises(VideoError, match=r"decode.timeout_seconds=0.2")
+    with slow as info, decode.deadline(0.2, "decode.timeout_seconds"):
+        for _ in range(100):
+            time.sleep(0.05)  # Python-level work, as PyAV's frame loop
+    assert info.value.kind == "Timeout"
+    with decode.deadline(5.0, "decode.timeout_seconds"):
+        pass  # no alarm left behind
+    time.sleep(0.01)

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import PipelineConfig, SourceConfig
+from pipeline.errors import InputError
 from pipeline.source import list_videos, video_id
 from pipeline.storage import Storage
 
@@ -49,8 +50,56 @@ def test_manifests_with_per_row_prompts(tmp_path):
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"source\.uri"):
+    with pytest.raises(InputError, match=r"source\.uri"):
         list_videos(SourceConfig(uri=str(tmp_path / "nope")), Storage())
+
+
+def test_a_manifest_naming_a_video_twice_yields_one_row(tmp_path):
+    records = [{"uri": "/v/a.mp4"}, {"uri": "/v/b.mp4"}, {"uri": "/v/a.mp4"}, "/v/b.mp4"]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    rows = list_videos(SourceConfig(uri=str(tmp_path / "m.jsonl")), Storage())
+    assert [r["uri"] for r in rows] == ["/v/a.mp4", "/v/b.mp4"]
+    assert len({r["id"] for r in rows}) == 2
+
+
+def test_several_questions_about_one_video_are_several_rows(tmp_path):
+    records = [{"uri": "/v/a.mp4", "prompt": "Who speaks?"}, {"uri": "/v/a.mp4", "prompt": "What moves?"}]
+    (tmp_path / "m.json").write_text(json.dumps(records))
+    rows = list_videos(SourceConfig(uri=str(tmp_path / "m.json")), Storage())
+    assert sorted(r["prompt"] for r in rows) == ["What moves?", "Who speaks?"]
+    assert len({r["id"] for r in rows}) == 2 and all(r["id"] != video_id("/v/a.mp4") for r in rows)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [{"uri": "/v/a.mp4", "prompt": "Why?"}, {"uri": "/v/b.mp4"}],
+        ["/v/b.mp4", {"uri": "/v/a.mp4", "prompt": "Why?"}],
+        {"videos": [{"uri": "/v/a.mp4", "prompt": "Why?"}, "/v/b.mp4"]},
+    ],
+)
+def test_json_manifests_hold_an_array(tmp_path, document):
+    (tmp_path / "m.json").write_text(json.dumps(document))
+    rows = list_videos(SourceConfig(uri=str(tmp_path / "m.json")), Storage())
+    assert [(r["uri"], r["prompt"]) for r in rows] == [("/v/a.mp4", "Why?"), ("/v/b.mp4", None)]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("m.json", '{"uri": "/v/a.mp4"}', "must hold a JSON array"),
+        ("m.json", "[1, 2", "is not JSON"),
+        ("m.jsonl", '{"uri": "/v/a.mp4"}\nnot json\n', "line 2 is not JSON"),
+        ("m.jsonl", '{"path": "/v/a.mp4"}', "entry 0 has no 'uri'"),
+        ("m.json", '[{"uri": "/v/a.mp4", "prompt": 3}]', "'prompt' that is not a string"),
+        ("m.parquet", "not parquet", "not a readable Parquet file"),
+    ],
+)
+def test_unreadable_manifests_name_the_problem(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputError, match=message) as info:
+        list_videos(SourceConfig(uri=str(tmp_path / name)), Storage())
+    assert str(info.value).startswith("source.uri manifest") and "\n" not in str(info.value)
 
 
 def test_config_rejects_unknown_keys_and_bad_values_by_name():

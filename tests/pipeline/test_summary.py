@@ -1,0 +1,106 @@
+"""A throttling object store (503 SlowDown through a proxy over HTTP): rows are never lost, the summary retries
+its reads, and when it still cannot be built the data stays complete and the job says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from pipeline.summary import format_summary
+from tests.pipeline.test_graph import config, download_parts
+from tests.s3proxy import FaultyS3Proxy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def proxy(s3_endpoint):
+    proxy = FaultyS3Proxy(s3_endpoint, seed=7)
+    yield proxy
+    proxy.close()
+
+
+def _run_job(cfg, tmp_path: Path, ray_address: str) -> subprocess.CompletedProcess:
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.batch_infer", "--config", str(config_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+
+
+def _corpus(s3, bucket: str, clips: dict, count: int) -> None:
+    s3.s3.create_bucket(Bucket=bucket)
+    s3.s3.create_bucket(Bucket=f"{bucket}-out")
+    for i in range(count):
+        s3.write(f"s3://{bucket}/in/video_{i}.mp4", clips["clip_0001.mp4"])
+
+
+def test_sixty_percent_slowdowns_lose_no_row_and_write_the_summary(
+    s3, proxy, ray_cluster, omni_checkpoint, clips, tmp_path
+):
+    _corpus(s3, "throttled", clips, 6)
+    proxy.fail_rate = 0.6
+    cfg = config("s3://throttled/in/", "s3://throttled-out/run/", str(omni_checkpoint), proxy.url)
+    proc = _run_job(cfg, tmp_path, ray_cluster)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proxy.injected >= 10 and proxy.injected / proxy.requests > 0.4
+
+    proxy.fail_rate = 0.0
+    parts = download_parts(s3, "s3://throttled-out/run/", tmp_path / "parts")
+    rows = duckdb.sql(f"SELECT id, status, error_type FROM read_parquet({[str(p) for p in parts]})").fetchall()
+    assert len(rows) == len({r[0] for r in rows}) == 6  # every input exactly once
+    assert {r[2] for r in rows if r[1] == "error"} <= {"ReadError"}  # throttled past every retry: transient
+    summary = json.loads(s3.read("s3://throttled-out/run/_summary.json"))
+    assert summary["videos"] == 6 and summary["success"] + summary["error"] == 6
+
+
+def test_a_summary_that_cannot_be_read_back_leaves_complete_data_and_says_so(
+    s3, proxy, ray_cluster, omni_checkpoint, clips, tmp_path
+):
+    _corpus(s3, "unreadable", clips, 4)
+    proxy.fail_rate = 1.0
+    proxy.rule = lambda method, path: method == "GET" and "/part-" in path  # writes pass, reading them back fails
+    cfg = config("s3://unreadable/in/", "s3://unreadable-out/run/", str(omni_checkpoint), proxy.url, rows_per_file=2)
+    cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"max_attempts": 2})})
+    proc = _run_job(cfg, tmp_path, ray_cluster)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    said = proc.stderr.strip().splitlines()[-1]
+    assert said.startswith("batch_infer: all 4 rows of this run are written to s3://unreadable-out/run/")
+    assert "rerun the job" in said
+
+    proxy.fail_rate = 0.0
+    parts = download_parts(s3, "s3://unreadable-out/run/", tmp_path / "parts")
+    rows = duckdb.sql(f"SELECT id, status FROM read_parquet({[str(p) for p in parts]})").fetchall()
+    assert len(parts) == 2 and len({r[0] for r in rows}) == 4 and {r[1] for r in rows} == {"success"}
+    assert not s3.exists("s3://unreadable-out/run/_summary.json")
+
+
+def test_the_summary_table_names_each_error_type_and_what_a_rerun_does():
+    summary = {
+        "run_id": "r",
+        "output": "/o",
+        "videos": 9,
+        "success": 5,
+        "error": 4,
+        "processed_this_run": 9,
+        "wall_seconds": 3.0,
+        "videos_per_second_this_run": 3.0,
+        "errors_by_type": {"DecodeError": 3, "ReadError": 1},
+        "flops_ratio": None,
+    }
+    table = format_summary(summary)
+    assert "  error           DecodeError: 3 (permanent: a rerun skips it)" in table
+    assert "  error           ReadError: 1 (transient: a rerun retries it)" in table
