@@ -8,6 +8,10 @@
 `submit` validates the config before anything leaves this machine, ships the project directory as the job's
 working_dir and the config inline in the entrypoint (it holds no secrets), and forwards credentials from the
 environment by name: their values go to the cluster, never to the screen or the logs.
+
+Clusters with Ray token auth (the default of our compose and KubeRay files): `submit` and `status` send the
+token from RAY_AUTH_TOKEN, the file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (what `ray
+get-auth-token` prints on the head); it is never printed, logged or forwarded to the job.
 """
 
 from __future__ import annotations
@@ -66,10 +70,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return batch_main([*argv, *flags])
 
 
+def auth_token() -> str | None:
+    """The Ray auth token from the environment or Ray's default file, if any (never printed)."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token
+    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"):
+        if path and Path(path).is_file():
+            return Path(path).read_text().strip() or None
+    return None
+
+
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address)
+    token = auth_token()
+    return JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"} if token else None)
+
+
+class ClusterError(Exception):
+    """The job API refused or could not be reached: one line for the user."""
+
+
+def _one_line(error: BaseException, address: str) -> ClusterError | None:
+    from ray.exceptions import AuthenticationError
+
+    text = str(error)
+    if isinstance(error, AuthenticationError):
+        if "invalid" in text.lower() or text.startswith("Authentication failed"):
+            return ClusterError(f"the Ray cluster at {address} rejected the auth token (check RAY_AUTH_TOKEN)")
+        return ClusterError(
+            f"the Ray cluster at {address} requires an auth token: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
+            "(`ray get-auth-token` on the head prints it)"
+        )
+    if isinstance(error, ConnectionError) or "Failed to connect" in text:
+        return ClusterError(f"cannot reach the Ray job API at {address}")
+    if "already exists" in text and "submission_id" in text.lower().replace(" ", "_"):
+        return ClusterError(f"a job with this submission id already exists on {address}; pick another id")
+    return None
 
 
 def wait_for(client, submission_id: str, timeout: float, poll: float = 2.0) -> str:
@@ -171,7 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValidationError, OSError) as error:
-        print(f"fastav: invalid configuration: {error}", file=sys.stderr)
+        if isinstance(error, ConnectionError):
+            print(f"fastav: {_one_line(error, getattr(args, 'address', '?'))}", file=sys.stderr)
+        else:
+            print(f"fastav: invalid configuration: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        known = _one_line(error, getattr(args, "address", "?"))
+        if known is None:
+            raise
+        print(f"fastav: {known}", file=sys.stderr)
         return 2
 
 

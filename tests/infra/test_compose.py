@@ -49,7 +49,7 @@ def test_minio_creates_the_buckets_the_demo_uses(raw):
 def test_ray_head_worker_and_submitter(raw):
     services = raw["services"]
     head, worker, submitter = services["ray-head"], services["ray-worker"], services["submitter"]
-    assert "--head" in head["command"] and "8265:8265" in head["ports"]
+    assert "--head" in head["command"] and "127.0.0.1:8265:8265" in head["ports"]
     assert any(arg.startswith("--address=ray-head:") for arg in worker["command"])
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
@@ -77,3 +77,15 @@ def test_dockerfile_targets_and_pins():
     assert "'.[pipeline,cluster]'" in dockerfile
     for path in re.findall(r"^COPY (?!--)(\S+)", dockerfile, flags=re.MULTILINE):
         assert (ROOT / path).exists(), path
+
+
+def test_secure_by_default(raw):
+    """Token auth on every Ray process (the job API runs arbitrary code), the token only from the environment
+    (compose refuses to start without it), and every published port on loopback only."""
+    for name in ("ray-head", "ray-worker", "submitter"):
+        env = raw["services"][name]["environment"]
+        assert env["RAY_AUTH_MODE"] == "token", name
+        assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), name
+    for name, service in raw["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"

@@ -99,3 +99,19 @@ def test_schedule_creates_one_rayjob_per_run_id():
     assert {"create", "get", "patch"} <= set(role["rules"][0]["verbs"])
     assert role["rules"][0]["resources"] == ["rayjobs"]
     assert template["spec"]["serviceAccountName"] == by_kind("ServiceAccount")[0]["metadata"]["name"]
+
+
+def test_ray_token_auth_is_on_and_never_disabled():
+    (cluster,) = by_kind("RayCluster")
+    assert cluster["spec"]["authOptions"] == {"mode": "token"}
+    major, minor, _ = (int(part) for part in cluster["spec"]["rayVersion"].split("."))
+    assert (major, minor) >= (2, 52)  # KubeRay refuses token auth below Ray 2.52
+    for path in MANIFESTS:
+        assert "RAY_AUTH_MODE" not in path.read_text(), f"{path.name} sets the auth mode by hand"
+
+
+def test_authoptions_is_a_field_of_kuberays_raycluster_schema():
+    crd = yaml.safe_load((ROOT.parent / "shared/kuberay-v1.7.0/ray.io_rayclusters.yaml").read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    auth = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["authOptions"]
+    assert "token" in auth["properties"]["mode"]["enum"]

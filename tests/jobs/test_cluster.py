@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,13 +32,42 @@ def _wait(predicate, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def _alive_nodes(dashboard: str) -> int:
+def _alive_nodes(dashboard: str, token: str | None = None) -> int:
+    request = urllib.request.Request(f"{dashboard}/nodes?view=summary")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"{dashboard}/nodes?view=summary", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             summary = json.load(response)["data"]["summary"]
         return sum(1 for node in summary if node["raylet"]["state"] == "ALIVE")
     except Exception:
         return 0
+
+
+def _own_ports() -> list[str]:
+    # Every node's agents get free ports: another Ray instance on this machine holds the defaults.
+    names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port")
+    return [f"--{name}={_free_port()}" for name in (*names, "runtime-env-agent-port")]
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):  # worker first, then head; each takes its node's processes down
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in reversed(processes):
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def _node_env(auth_mode: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env["RAY_AUTH_MODE"] = auth_mode
+    # Cluster nodes run job entrypoints (`python -m ...`) with this interpreter's environment first on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 @pytest.fixture
@@ -45,17 +75,8 @@ def two_node_cluster(tmp_path):
     """Head (dashboard, job API) and a worker node, each a `ray start --block` process with its own resources."""
     port, dashboard_port = _free_port(), _free_port()
     dashboard = f"http://127.0.0.1:{dashboard_port}"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "disabled"
-    # Cluster nodes run job entrypoints (`python -m ...`) with this interpreter's environment first on PATH.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = _node_env("disabled")
     common = ["--block", "--num-cpus", "2", "--disable-usage-stats"]
-
-    def own_ports() -> list[str]:
-        # Every node's agents get free ports: another Ray instance on this machine holds the defaults.
-        names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port")
-        return [f"--{name}={_free_port()}" for name in (*names, "runtime-env-agent-port")]
-
     processes = []
     logs = []
     try:
@@ -77,7 +98,7 @@ def two_node_cluster(tmp_path):
             logs.append(log)
             processes.append(
                 subprocess.Popen(
-                    [RAY, "start", *args, *common, *own_ports()],
+                    [RAY, "start", *args, *common, *_own_ports()],
                     env=env,
                     stdout=log,
                     stderr=log,
@@ -89,15 +110,7 @@ def two_node_cluster(tmp_path):
         _wait(lambda: _alive_nodes(dashboard) >= 2, 120, "the worker node")
         yield dashboard
     finally:
-        for process in reversed(processes):  # worker first, then head; each takes its node's processes down
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        _stop(processes)
         for log in logs:
             log.close()
         # `ray start` records its cluster for later ray.init() calls; a killed cluster must not be found again.
@@ -155,3 +168,76 @@ def test_submit_batch_job_to_two_node_cluster(
     assert sorted(r[1] for r in table if r[0] == "error") == ["EmptyObject"]
     nodes = {r[2] for r in table if r[2]} | {r[3] for r in table if r[3]}
     assert len(nodes) == 2, f"work ran on {nodes}, expected both nodes"
+
+
+@pytest.fixture
+def token_cluster(tmp_path):
+    """One node with Ray token auth on, as compose and KubeRay run it: (dashboard address, token)."""
+    token = secrets.token_hex(16)
+    port, dashboard_port = _free_port(), _free_port()
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    env = {**_node_env("token"), "RAY_AUTH_TOKEN": token}
+    head = [
+        "--head",
+        f"--port={port}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        "--include-dashboard=true",
+    ]
+    with open(tmp_path / "head.log", "w") as log:
+        process = subprocess.Popen(
+            [RAY, "start", *head, "--block", "--num-cpus", "1", "--disable-usage-stats", *_own_ports()],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        try:
+            _wait(lambda: _alive_nodes(dashboard, token) >= 1, 120, "the head node")
+            yield dashboard, token
+        finally:
+            _stop([process])
+            current = Path("/tmp/ray/ray_current_cluster")
+            if current.exists() and current.read_text().strip().endswith(f":{port}"):
+                current.unlink()
+
+
+def _fastav(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.timeout(600)
+def test_submit_and_status_pass_the_auth_token_and_never_show_it(token_cluster, tmp_path):
+    dashboard, token = token_cluster
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    base["PYTHONPATH"] = str(ROOT)
+    base["HOME"] = str(tmp_path)  # no ~/.ray/auth_token from elsewhere
+
+    refused = _fastav("status", "fastav-nothing", "--address", dashboard, env=base)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        f"fastav: the Ray cluster at {dashboard} requires an auth token: set RAY_AUTH_TOKEN or "
+        "RAY_AUTH_TOKEN_PATH (`ray get-auth-token` on the head prints it)"
+    )
+    wrong = _fastav("status", "fastav-nothing", "--address", dashboard, env={**base, "RAY_AUTH_TOKEN": "0" * 32})
+    assert wrong.returncode == 2 and "rejected the auth token" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    # A job that fails its preflight (no checkpoint): auth is what is tested, and it stops in seconds.
+    config = {"source": {"uri": str(tmp_path)}, "output": str(tmp_path / "out"), "model": {"checkpoint": "/nowhere"}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    token_file = tmp_path / "ray-token"
+    token_file.write_text(token + "\n")
+    with_token = {**base, "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    submitted = _fastav(
+        "submit", "--config", str(tmp_path / "job.yaml"), "--address", dashboard, "--wait", "--timeout", "240",
+        env=with_token,
+    )  # fmt: skip
+    assert submitted.returncode == 1, submitted.stderr[-2000:]  # submitted and run; the job itself failed
+    assert "batch_infer: model.checkpoint /nowhere: no config.json" in submitted.stderr
+    submission_id = submitted.stdout.split()[1]
+    status = _fastav("status", submission_id, "--address", dashboard, env={**base, "RAY_AUTH_TOKEN": token})
+    assert status.returncode == 0 and json.loads(status.stdout.splitlines()[0])["status"] == "FAILED"
+    for output in (refused, wrong, submitted, status):
+        assert token not in output.stdout + output.stderr

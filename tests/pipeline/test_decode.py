@@ -132,3 +132,21 @@ def test_deadline_turns_a_slow_decode_into_a_timeout():
     with decode.deadline(5.0, "decode.timeout_seconds"):
         pass  # no alarm left behind
     time.sleep(0.01)
+
+
+def test_a_decode_past_its_deadline_becomes_a_transient_timeout_row(clip, tmp_path):
+    import pyarrow as pa
+
+    from pipeline.config import StorageConfig
+    from pipeline.errors import retryable
+    from pipeline.rows import OK, to_rows
+    from pipeline.stages import DecodeStage
+
+    (tmp_path / "clip.mp4").write_bytes(clip)
+    row = {"id": "a", "uri": str(tmp_path / "clip.mp4"), "status": OK, "error_type": None, "error_message": None}
+    stage = DecodeStage(DecodeConfig(timeout_seconds=0.001), StorageConfig())
+    (out,) = to_rows(stage(pa.Table.from_pylist([row])))
+    assert out["status"] == "error" and out["error_type"] == "Timeout" and retryable("Timeout")
+    assert "decode.timeout_seconds=0.001" in out["error_message"]
+    (ok,) = to_rows(DecodeStage(DecodeConfig(), StorageConfig())(pa.Table.from_pylist([row])))
+    assert ok["status"] == OK and ok["audio_truncated"] is False

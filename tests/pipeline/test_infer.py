@@ -103,3 +103,13 @@ def test_varlen_setting_puts_the_towers_on_the_varlen_backend(omni_checkpoint):
     assert model.model.language_model.config._attn_implementation == "sdpa"
     _, runtime = load_model(str(omni_checkpoint), ModelConfig(checkpoint=str(omni_checkpoint)))
     assert (runtime.device, runtime.attn, runtime.encoder_attn) == ("cpu", "sdpa", "sdpa")  # auto on a CPU
+
+
+def test_fastav_settings_name_the_resolved_global_layer(omni_checkpoint):
+    import json
+
+    actor = InferActor(
+        ModelConfig(checkpoint=str(omni_checkpoint)), InferConfig(), FastAVConfig(), StorageConfig()
+    )  # defaults: the global layer is L/2 of this 6-layer model
+    settings = json.loads(actor.settings)
+    assert settings["global_layer"] == 3 and settings["strategy"] == "fastav"
