@@ -66,6 +66,7 @@ def quiet_ray() -> None:
     context.enable_operator_progress_bars = False
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we know
     if not ray.is_initialized():
         ray.init(logging_level=logging.WARNING, log_to_driver=False)
 

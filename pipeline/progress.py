@@ -24,7 +24,7 @@ def _duration(seconds: float) -> str:
 
 
 def _flops(value: float) -> str:
-    for unit, scale in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9)):
+    for unit, scale in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6)):
         if value >= scale:
             return f"{value / scale:.2f} {unit}"
     return f"{value:.0f} FLOPs"
@@ -69,7 +69,10 @@ class Progress:
 
     def line(self) -> str:
         rate = self.rate
-        left = f"{_duration((self.total - self.done) / rate)} left" if rate > 0 and self.done < self.total else "-"
+        if self.done >= self.total:
+            left = f"done in {_duration(time.monotonic() - self.start)}"
+        else:
+            left = f"{_duration((self.total - self.done) / rate)} left" if rate > 0 else "time left unknown"
         percent = self.done / self.total if self.total else 1.0
         return f"{self.done}/{self.total} videos ({percent:.0%}), {rate:.2f} videos/s, {left}, {self._extras()}"
 

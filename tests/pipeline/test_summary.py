@@ -51,20 +51,20 @@ def _corpus(s3, bucket: str, clips: dict, count: int) -> None:
 def test_sixty_percent_slowdowns_lose_no_row_and_write_the_summary(
     s3, proxy, ray_cluster, omni_checkpoint, clips, tmp_path
 ):
-    _corpus(s3, "throttled", clips, 6)
+    _corpus(s3, "throttled", clips, 4)
     proxy.fail_rate = 0.6
     cfg = config("s3://throttled/in/", "s3://throttled-out/run/", str(omni_checkpoint), proxy.url)
     proc = _run_job(cfg, tmp_path, ray_cluster)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proxy.injected >= 10 and proxy.injected / proxy.requests > 0.4
+    assert proxy.injected >= 8 and proxy.injected / proxy.requests > 0.4
 
     proxy.fail_rate = 0.0
     parts = download_parts(s3, "s3://throttled-out/run/", tmp_path / "parts")
     rows = duckdb.sql(f"SELECT id, status, error_type FROM read_parquet({[str(p) for p in parts]})").fetchall()
-    assert len(rows) == len({r[0] for r in rows}) == 6  # every input exactly once
+    assert len(rows) == len({r[0] for r in rows}) == 4  # every input exactly once
     assert {r[2] for r in rows if r[1] == "error"} <= {"ReadError"}  # throttled past every retry: transient
     summary = json.loads(s3.read("s3://throttled-out/run/_summary.json"))
-    assert summary["videos"] == 6 and summary["success"] + summary["error"] == 6
+    assert summary["videos"] == 4 and summary["success"] + summary["error"] == 4
 
 
 def test_a_summary_that_cannot_be_read_back_leaves_complete_data_and_says_so(
