@@ -110,12 +110,17 @@ def run(config: PipelineConfig, retry_errors: bool | None = None) -> dict:
         "fastav": config.fastav.summary(),
         "model": config.model.checkpoint,
     }
-    for attempt in range(SUMMARY_TRIES):  # on top of the storage client's own retries
+    return _summary(config, storage, run_info, writer.rows_written)
+
+
+def _summary(config: PipelineConfig, storage: Storage, run_info: dict, rows_written: int) -> dict:
+    """The summary, retried on top of the storage client's own retries; the data is complete either way."""
+    for attempt in range(1, SUMMARY_TRIES + 1):
         try:
             return summarize(config.output, storage, run_info)
         except Exception as error:
-            if attempt == SUMMARY_TRIES - 1:
-                raise SummaryError(config.output, writer.rows_written, error) from error
-            log.warning("summary attempt %d failed (%s: %s); retrying", attempt + 1, type(error).__name__, error)
-            time.sleep(2.0 * (attempt + 1))
-    raise AssertionError("unreachable")
+            if attempt == SUMMARY_TRIES:
+                raise SummaryError(config.output, rows_written, error) from error
+            log.warning("summary attempt %d failed (%s: %s); retrying", attempt, type(error).__name__, error)
+            time.sleep(2.0 * attempt)
+    return {}  # not reached
