@@ -59,8 +59,9 @@ def guarded(setting: str, uri: str, storage: Storage, fn: Callable[[], T]) -> T:
 
 
 def _check_checkpoint(config: PipelineConfig, storage: Storage) -> None:
+    """A local checkpoint must be visible to the driver too (a shared filesystem on a cluster), else use s3://."""
     checkpoint = config.model.checkpoint
-    marker = join(checkpoint.rstrip("/"), "config.json") if is_s3(checkpoint) else str(Path(checkpoint) / "config.json")
+    marker = join(checkpoint.rstrip("/"), "config.json")
     if is_s3(checkpoint):
         guarded("model.checkpoint", checkpoint, storage, lambda: storage.check_bucket(checkpoint))
     if not guarded("model.checkpoint", checkpoint, storage, lambda: storage.exists(marker)):
