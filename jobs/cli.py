@@ -17,6 +17,7 @@ get-auth-token` prints on the head); it is never printed, logged or forwarded to
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shlex
@@ -53,10 +54,49 @@ def entrypoint(config: PipelineConfig) -> str:
     return "python -m jobs.batch_infer --config-json " + shlex.quote(config.model_dump_json(exclude_none=True))
 
 
-def runtime_env(working_dir: Path, env_names: list[str]) -> tuple[dict, list[str]]:
+RAY_UPLOAD_LIMIT = 512 * 2**20  # Ray refuses a working_dir package larger than this
+
+
+def source_checkout() -> Path | None:
+    """The project's source tree if this code runs from one (a clone), else None: an installed package (as in our
+    image) lives in site-packages, and shipping that directory would upload every installed library."""
+    pyproject = PROJECT_ROOT / "pyproject.toml"
+    if pyproject.is_file() and 'name = "fastav"' in pyproject.read_text():
+        return PROJECT_ROOT
+    return None
+
+
+def upload_size(working_dir: Path) -> tuple[int, int]:
+    """(files, bytes) of `working_dir` minus UPLOAD_EXCLUDES, roughly as Ray packages it."""
+    files = size = 0
+    for root, dirs, names in os.walk(working_dir):
+        relative = Path(root).relative_to(working_dir)
+        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(str(relative / d), p) or d == p for p in UPLOAD_EXCLUDES)]
+        for name in names:
+            if not any(fnmatch.fnmatch(str(relative / name), p) for p in UPLOAD_EXCLUDES):
+                files += 1
+                size += (Path(root) / name).stat().st_size
+    return files, size
+
+
+def runtime_env(working_dir: Path | None, env_names: list[str]) -> tuple[dict, list[str]]:
     forwarded = {name: os.environ[name] for name in env_names if name in os.environ}
-    env = {"working_dir": str(working_dir), "excludes": UPLOAD_EXCLUDES, "env_vars": forwarded}
+    env: dict = {"env_vars": forwarded}
+    if working_dir is not None:
+        env.update(working_dir=str(working_dir), excludes=UPLOAD_EXCLUDES)
     return env, sorted(forwarded)
+
+
+def resolve_working_dir(value: str) -> Path | None:
+    """`auto`: this source checkout, or nothing when fastav runs installed (the cluster's image has the code)."""
+    if value == "none":
+        return None
+    if value == "auto":
+        return source_checkout()
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise OSError(f"--working-dir {value} is not a directory")
+    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -82,8 +122,14 @@ def auth_token() -> str | None:
 
 
 def _client(address: str):
+    import logging
+
     from ray.job_submission import JobSubmissionClient
 
+    # The client narrates packaging and upload ("skipping upload", default excludes) at INFO/WARNING; some of
+    # its modules set their own levels when imported, so every Ray logger is quieted after the import.
+    for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+        logging.getLogger(name).setLevel(logging.ERROR)
     token = auth_token()
     return JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"} if token else None)
 
@@ -105,7 +151,7 @@ def _one_line(error: BaseException, address: str) -> ClusterError | None:
         )
     if isinstance(error, ConnectionError) or "Failed to connect" in text:
         return ClusterError(f"cannot reach the Ray job API at {address}")
-    if "already exists" in text and "submission_id" in text.lower().replace(" ", "_"):
+    if "already exists" in text and "submission_id" in text:
         return ClusterError(f"a job with this submission id already exists on {address}; pick another id")
     return None
 
@@ -143,17 +189,37 @@ def cmd_submit(args: argparse.Namespace) -> int:
         overwrite=args.overwrite or None,
         retry_errors=args.retry_errors or None,
     )
-    env, names = runtime_env(Path(args.working_dir).resolve(), list(FORWARDED_ENV) + (args.env or []))
+    working_dir = resolve_working_dir(args.working_dir)
+    env, names = runtime_env(working_dir, list(FORWARDED_ENV) + (args.env or []))
+    if working_dir is None:
+        shipping = "no code (the cluster runs its installed fastav)"
+    else:
+        files, size = upload_size(working_dir)
+        if size > RAY_UPLOAD_LIMIT:
+            raise OSError(f"--working-dir {working_dir} holds {size / 2**20:.0f} MiB; Ray accepts at most 512 MiB")
+        shipping = f"working_dir {working_dir} ({files} files, {size / 2**20:.1f} MiB)"
+    if args.dry_run:
+        print(f"would submit to {args.address}: {shipping}; forwarded env: {', '.join(names) or 'none'}")
+        print(f"entrypoint: {entrypoint(config)}")
+        return 0
     client = _client(args.address)
     submission_id = submit_with_retry(client, entrypoint(config), env, args.submission_id or new_submission_id())
-    print(f"submitted {submission_id} to {args.address} (forwarded env: {', '.join(names) or 'none'})")
+    print(f"submitted {submission_id} to {args.address}: {shipping}; forwarded env: {', '.join(names) or 'none'}")
     if not args.wait:
         return 0
     status = wait_for(client, submission_id, args.timeout)
     print(f"{submission_id}: {status}")
     if status != "SUCCEEDED":
-        print(client.get_job_logs(submission_id)[-4000:], file=sys.stderr)
+        print(log_tail(client.get_job_logs(submission_id), 4000), file=sys.stderr)
     return 0 if status == "SUCCEEDED" else 1
+
+
+def log_tail(logs: str, characters: int) -> str:
+    """The end of a job log, starting at a line boundary."""
+    if len(logs) <= characters:
+        return logs.rstrip("\n")
+    tail = logs[-characters:]
+    return tail[tail.find("\n") + 1 :].rstrip("\n") if "\n" in tail else tail
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -161,7 +227,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     info = client.get_job_info(args.submission_id)
     print(json.dumps({"submission_id": args.submission_id, "status": str(info.status.value), "message": info.message}))
     if args.logs:
-        print(client.get_job_logs(args.submission_id)[-args.tail :])
+        print(log_tail(client.get_job_logs(args.submission_id), args.tail))
     return 0
 
 
@@ -180,7 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--retry-errors", action="store_true", help="also rerun ids that failed for good")
     run.set_defaults(func=cmd_run)
     submit.add_argument("--address", default=address, help="dashboard address, e.g. http://head:8265")
-    submit.add_argument("--working-dir", default=str(PROJECT_ROOT), help="project directory shipped to the job")
+    submit.add_argument(
+        "--working-dir",
+        default="auto",
+        help="directory shipped as the job's working_dir; auto: this source checkout, or none when fastav runs "
+        "installed (an image); none: ship nothing",
+    )
+    submit.add_argument(
+        "--dry-run", action="store_true", help="print what would be submitted and shipped; submit nothing"
+    )
     submit.add_argument("--env", action="append", help="extra environment variable to forward, by name")
     submit.add_argument("--submission-id", help="idempotency: a second submit with the same id is refused")
     submit.add_argument("--wait", action="store_true", help="wait for a terminal state; exit 1 unless SUCCEEDED")
@@ -191,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("submission_id")
     status.add_argument("--address", default=address)
     status.add_argument("--logs", action="store_true")
-    status.add_argument("--tail", type=int, default=4000, help="characters of log to print")
+    status.add_argument("--tail", type=int, default=4000, help="about this many characters of log, whole lines")
     status.set_defaults(func=cmd_status)
 
     for name in ("flops", "presets"):

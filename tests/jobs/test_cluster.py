@@ -230,14 +230,25 @@ def test_submit_and_status_pass_the_auth_token_and_never_show_it(token_cluster, 
     token_file = tmp_path / "ray-token"
     token_file.write_text(token + "\n")
     with_token = {**base, "RAY_AUTH_TOKEN_PATH": str(token_file)}
-    submitted = _fastav(
-        "submit", "--config", str(tmp_path / "job.yaml"), "--address", dashboard, "--wait", "--timeout", "240",
-        env=with_token,
-    )  # fmt: skip
+    submission_id = f"fastav-auth-{secrets.token_hex(4)}"
+    submit = [
+        "submit",
+        "--config",
+        str(tmp_path / "job.yaml"),
+        "--address",
+        dashboard,
+        "--submission-id",
+        submission_id,
+    ]
+    submitted = _fastav(*submit, "--wait", "--timeout", "240", env=with_token)
     assert submitted.returncode == 1, submitted.stderr[-2000:]  # submitted and run; the job itself failed
+    assert submitted.stdout.split()[1] == submission_id
     assert "batch_infer: model.checkpoint /nowhere: no config.json" in submitted.stderr
-    submission_id = submitted.stdout.split()[1]
-    status = _fastav("status", submission_id, "--address", dashboard, env={**base, "RAY_AUTH_TOKEN": token})
+    status = _fastav("status", submission_id, "--address", dashboard, "--logs", env={**base, "RAY_AUTH_TOKEN": token})
     assert status.returncode == 0 and json.loads(status.stdout.splitlines()[0])["status"] == "FAILED"
-    for output in (refused, wrong, submitted, status):
+    again = _fastav(*submit, env=with_token)
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"fastav: a job with this submission id already exists on {dashboard}; pick another id"
+    )
+    for output in (refused, wrong, submitted, status, again):
         assert token not in output.stdout + output.stderr
