@@ -1,20 +1,23 @@
 """KubeRay and Kubernetes manifests: core kinds against the Kubernetes schemas (kubernetes-validate, offline,
-strict); RayCluster / RayJob against the fields KubeRay requires, their pod templates as Kubernetes Pods."""
+strict); RayCluster / RayJob / RayCronJob against KubeRay v1.7.0's CRD schemas (unknown fields rejected) and
+the rules its operator enforces in code (tests/infra/kuberay.py); pod templates as Kubernetes Pods."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from jobs.k8s_schedule import rayjob_for
 from pipeline.config import PipelineConfig
+from tests.infra.kuberay import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = "1.33"
 MANIFESTS = sorted((ROOT / "infra/k8s").glob("*.yaml"))
-DAYS = ("20261124", "20261125")
 
 
 def documents() -> list[dict]:
@@ -45,73 +48,116 @@ def test_core_manifests_match_the_kubernetes_schemas(doc):
 
 
 def check_rayjob(job: dict) -> None:
-    assert job["apiVersion"] == "ray.io/v1"
+    assert validate(job) == [], validate(job)
     spec = job["spec"]
     assert spec["entrypoint"].startswith("python -m jobs.batch_infer --config /config/job.yaml")
-    assert ("clusterSelector" in spec) != ("rayClusterSpec" in spec)
-    assert spec["submissionMode"] in ("K8sJobMode", "HTTPMode", "SidecarMode", "InteractiveMode")
-    if "clusterSelector" in spec:  # KubeRay does not shut down a cluster it did not create
-        assert not spec.get("shutdownAfterJobFinishes")
-        cluster = by_kind("RayCluster")[0]["metadata"]["name"]
-        assert spec["clusterSelector"] == {"ray.io/cluster": cluster}
+    cluster = by_kind("RayCluster")[0]["metadata"]["name"]
+    assert spec["clusterSelector"] == {"ray.io/cluster": cluster}  # the shared, autoscaled cluster
 
 
-def test_raycluster_has_what_kuberay_requires():
+@pytest.mark.parametrize(
+    "doc",
+    [d for d in documents() if d["apiVersion"].startswith("ray.io/")],
+    ids=lambda d: f"{d['kind']}/{d['metadata'].get('name') or d['metadata']['generateName']}",
+)
+def test_kuberay_objects_are_what_kuberay_1_7_accepts(doc):
+    assert validate(doc) == []
+
+
+SHARED_CLUSTER_JOB = {
+    "apiVersion": "ray.io/v1",
+    "kind": "RayJob",
+    "metadata": {"name": "fastav-batch-manual"},
+    "spec": {
+        "clusterSelector": {"ray.io/cluster": "fastav"},
+        "entrypoint": "python -m x",
+        "submissionMode": "K8sJobMode",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"ttlSecondsAfterFinished": 86400}, "requires shutdownAfterJobFinishes"),
+        ({"backoffLimit": 2}, "backoffLimit must be 0 or unset with clusterSelector"),
+        ({"shutdownAfterJobFinishes": True}, "shut down the shared cluster"),
+        ({"submissionMode": "SidecarMode"}, "SidecarMode"),
+        (
+            {"deletionStrategy": {"onSuccess": {"policy": "DeleteCluster"}, "onFailure": {"policy": "DeleteNone"}}},
+            "shared",
+        ),
+        ({"entrypointz": "x"}, "Additional properties are not allowed"),
+        ({"activeDeadlineSeconds": "a day"}, "is not of type 'integer'"),
+    ],
+)
+def test_the_validator_refuses_what_kuberay_refuses(change, refusal):
+    job = {**SHARED_CLUSTER_JOB, "spec": {**SHARED_CLUSTER_JOB["spec"], **change}}
+    assert any(refusal in error for error in validate(job)), validate(job)
+    assert validate(SHARED_CLUSTER_JOB) == []
+
+
+def test_token_auth_needs_a_recent_ray():
+    (cluster,) = by_kind("RayCluster")
+    old = {**cluster, "spec": {**cluster["spec"], "rayVersion": "2.50.0"}}
+    assert "authOptions.mode token requires rayVersion >= 2.52.0" in validate(old)
+    typo = json.loads(json.dumps(cluster))
+    typo["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["resourcess"] = {}
+    assert any("resourcess" in error for error in validate(typo))
+
+
+def test_raycluster_head_runs_only_the_driver():
     (cluster,) = by_kind("RayCluster")
     spec = cluster["spec"]
     head = spec["headGroupSpec"]
-    assert isinstance(head["rayStartParams"], dict)
+    assert head["rayStartParams"]["num-cpus"] == "0" and head["rayStartParams"]["num-gpus"] == "0"
     validate_pod_template(head["template"])
-    assert spec["enableInTreeAutoscaling"] is True
     (gpu,) = spec["workerGroupSpecs"]
-    assert gpu["groupName"] and isinstance(gpu["rayStartParams"], dict)
     assert 0 <= gpu["minReplicas"] <= gpu["replicas"] <= gpu["maxReplicas"]
     validate_pod_template(gpu["template"])
     assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert spec["rayVersion"].startswith("2.60")
     mounts = {m["mountPath"] for m in head["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert "/config" in mounts  # the driver runs on the head and reads /config/job.yaml
+    worker_mounts = {m["mountPath"]: m["name"] for m in gpu["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert "/cache" in worker_mounts  # where actors download the checkpoint: a volume, not the container layer
 
 
 def test_job_config_in_the_configmap_is_valid():
     config = PipelineConfig.model_validate(yaml.safe_load(config_map("fastav-job-config")["data"]["job.yaml"]))
     assert config.infer.num_gpus == 1 and config.source.uri.startswith("s3://")
+    assert config.model.cache_dir.startswith("/cache")
 
 
-def test_rayjob_manifest():
+def test_each_manual_create_is_a_new_rayjob():
     (job,) = by_kind("RayJob")
     check_rayjob(job)
+    assert "name" not in job["metadata"] and job["metadata"]["generateName"].endswith("-")
 
 
-def test_schedule_creates_one_rayjob_per_run_id():
+def test_the_schedule_needs_no_third_party_image_and_names_each_run():
     (cron,) = by_kind("CronJob")
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    template = cron["spec"]["jobTemplate"]["spec"]["template"]
-    script = template["spec"]["containers"][0]["args"][0]
-    assert "kubectl apply" in script and "RUN_ID=$(date -u +%Y%m%d)" in script
-    text = config_map("fastav-rayjob-template")["data"]["rayjob.yaml"]
-    for day in DAYS:
-        job = yaml.safe_load(text.replace("__RUN_ID__", day))
-        check_rayjob(job)
-        assert job["metadata"]["name"] == f"fastav-batch-{day}"  # same day, same name: apply is a no-op
-        assert f"--run-id {day}" in job["spec"]["entrypoint"]  # same run id: the job itself resumes
-    (role,) = by_kind("Role")
-    assert {"create", "get", "patch"} <= set(role["rules"][0]["verbs"])
-    assert role["rules"][0]["resources"] == ["rayjobs"]
-    assert template["spec"]["serviceAccountName"] == by_kind("ServiceAccount")[0]["metadata"]["name"]
-
-
-def test_ray_token_auth_is_on_and_never_disabled():
     (cluster,) = by_kind("RayCluster")
-    assert cluster["spec"]["authOptions"] == {"mode": "token"}
-    major, minor, _ = (int(part) for part in cluster["spec"]["rayVersion"].split("."))
-    assert (major, minor) >= (2, 52)  # KubeRay refuses token auth below Ray 2.52
-    for path in MANIFESTS:
-        assert "RAY_AUTH_MODE" not in path.read_text(), f"{path.name} sets the auth mode by hand"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["command"] == ["python", "-m", "jobs.k8s_schedule"]
+    template = yaml.safe_load(config_map("fastav-rayjob-template")["data"]["rayjob.yaml"])
+    names = set()
+    for slot in ("20261124-0200", "20261125-0200"):
+        job = rayjob_for(template, slot)
+        check_rayjob(job)
+        names.add(job["metadata"]["name"])
+        assert job["spec"]["entrypoint"].endswith(f"--run-id {slot}")
+    assert len(names) == 2
+    (role,) = by_kind("Role")
+    assert set(role["rules"][0]["verbs"]) == {"get", "list", "create", "delete"}
+    assert role["rules"][0]["resources"] == ["rayjobs"]
+    assert pod["serviceAccountName"] == by_kind("ServiceAccount")[0]["metadata"]["name"]
 
 
-def test_authoptions_is_a_field_of_kuberays_raycluster_schema():
-    crd = yaml.safe_load((ROOT.parent / "shared/kuberay-v1.7.0/ray.io_rayclusters.yaml").read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    auth = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["authOptions"]
-    assert "token" in auth["properties"]["mode"]["enum"]
+def test_the_native_raycronjob_alternative():
+    (native,) = by_kind("RayCronJob")
+    assert validate(native) == [] and native["spec"]["jobTemplate"]["clusterSelector"] == {"ray.io/cluster": "fastav"}
+    assert validate({**native, "spec": {**native["spec"], "schedule": "TZ=UTC 0 2 * * *"}})
