@@ -55,6 +55,7 @@ def test_ray_head_worker_and_submitter(raw):
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     command = " ".join(submitter["command"])
     assert "fastav submit --address http://ray-head:8265" in command and "--wait" in command
+    assert "--working-dir none" in command  # the image holds the code: upload nothing (not site-packages)
     assert "python -m jobs.seed_demo" in command
     assert submitter["restart"] == "no"
     for service in (head, worker, submitter):  # one image, built from infra/Dockerfile
@@ -67,16 +68,6 @@ def test_no_literal_secrets_in_compose(raw):
         for key, value in (service.get("environment") or {}).items():
             if "SECRET" in key or "PASSWORD" in key:
                 assert str(value).startswith("${"), f"{name}.{key} must come from the environment"
-
-
-def test_dockerfile_targets_and_pins():
-    dockerfile = (ROOT / "infra/Dockerfile").read_text()
-    stages = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, flags=re.MULTILINE)
-    assert stages == ["runtime", "flash-attn-build", "runtime-flash"]
-    assert "torch==2.14.1 torchvision==0.29.1" in dockerfile
-    assert "'.[pipeline,cluster]'" in dockerfile
-    for path in re.findall(r"^COPY (?!--)(\S+)", dockerfile, flags=re.MULTILINE):
-        assert (ROOT / path).exists(), path
 
 
 def test_secure_by_default(raw):
