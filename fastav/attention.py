@@ -28,6 +28,9 @@ class ScoreSink(Protocol):
 
     def key_valid(self) -> torch.Tensor: ...
 
+    @property
+    def score_queries(self) -> int: ...
+
     def put_scores(self, layer_idx: int, scores: torch.Tensor) -> None: ...
 
 
@@ -43,19 +46,32 @@ def detach(module: torch.nn.Module) -> None:
     _OWNERS.pop(module, None)
 
 
-def last_query_scores(query: torch.Tensor, key: torch.Tensor, key_valid: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Head-mean softmax attention of each row's last query over its keys.
+def last_query_scores(
+    query: torch.Tensor, key: torch.Tensor, key_valid: torch.Tensor, scaling: float, queries: int = 1
+) -> torch.Tensor:
+    """Softmax attention of each row's last `queries` query rows over its keys, averaged over heads and rows.
 
     query (B, H, q, D) and key (B, Hkv, kv, D) post-RoPE, grouped-query aware; key_valid (B, kv) hides
-    padding and filler slots. The last query sees every earlier key, so no causal term is needed.
-    Returns (B, kv) float32.
+    padding and filler slots. The last query sees every earlier key; earlier ones of the `queries` get the
+    causal mask (slots are in order, the queries are the last slots). Returns (B, kv) float32.
+    No host read: everything stays on the device.
     """
-    batch, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
-    q_last = query[:, :, -1, :].float().reshape(batch, kv_heads, heads // kv_heads, dim)
-    logits = torch.einsum("bkgd,bknd->bkgn", q_last, key.float()) * scaling
-    logits = logits.masked_fill(~key_valid[:, None, None, :], float("-inf"))
-    return logits.softmax(dim=-1).mean(dim=(1, 2))
+    batch, heads, length, dim = query.shape
+    kv_heads, kv = key.shape[1], key.shape[2]
+    queries = min(queries, length)
+    q_last = query[:, :, -queries:, :].float().reshape(batch, kv_heads, heads // kv_heads, queries, dim)
+    logits = torch.einsum("bkgqd,bknd->bkgqn", q_last, key.float()) * scaling
+    hidden = ~key_valid[:, None, None, None, :]
+    if queries == 1:
+        return logits.masked_fill(hidden, float("-inf")).softmax(dim=-1).mean(dim=(1, 2, 3))
+    # query j sits at slot kv - queries + j and sees keys up to it; filler query slots (a row with fewer real
+    # tokens than `queries`) are left out of the mean
+    slot = torch.arange(kv, device=key.device)
+    hidden = hidden | (slot[None, :] > (kv - queries + torch.arange(queries, device=key.device))[:, None])
+    probs = logits.masked_fill(hidden, float("-inf")).softmax(dim=-1)
+    query_valid = key_valid[:, -queries:]
+    probs = probs.masked_fill(~query_valid[:, None, None, :, None], 0.0)
+    return probs.sum(dim=(1, 2, 3)) / (heads * query_valid.sum(-1, keepdim=True))
 
 
 def _scoring(backend: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
@@ -64,7 +80,7 @@ def _scoring(backend: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor | N
         layer_idx = getattr(module, "layer_idx", None)
         if owner is not None and layer_idx is not None and owner.wants_scores(layer_idx):
             scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-            owner.put_scores(layer_idx, last_query_scores(query, key, owner.key_valid(), scale))
+            owner.put_scores(layer_idx, last_query_scores(query, key, owner.key_valid(), scale, owner.score_queries))
         stock = eager_attention_forward if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
         return stock(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
 

@@ -13,19 +13,13 @@ import sys
 
 from fastav.config import FastAVConfig
 from fastav.flops import fastv_layer_flops, layer_flops
-from fastav.plan import build_plan
 from fastav.presets import PRESETS, Preset, get_preset
-from fastav.stats import SampleStats, build_sample_stats
-from fastav.tokens import schedule
+from fastav.stats import SampleStats
+from fastav.tokens import planned_stats
 
 
 def preset_stats(preset: Preset, config: FastAVConfig) -> SampleStats:
-    plan = build_plan(config, preset.dims.num_layers)
-    segments = schedule(preset.labels(), plan, config)
-    (stats,) = build_sample_stats(
-        segments, plan.num_layers, preset.dims, config.summary(), plan.first_prune_layer, plan.scoring_layers
-    )
-    return stats
+    return planned_stats(preset.labels(), config, preset.dims)
 
 
 def _configs(preset: Preset, args: argparse.Namespace) -> list[FastAVConfig]:

@@ -54,6 +54,14 @@ class FastAVConfig(BaseModel):
     )
     fastv_layer: int = Field(default=2, description="FastV: layer K before which tokens are dropped.")
     fastv_ratio: float = Field(default=0.5, ge=0.0, lt=1.0, description="FastV: fraction R of AV tokens dropped.")
+    score_queries: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Score-based rules rank AV tokens by the attention of the last this-many query positions "
+        "(head- and query-mean). 1 is FastV/FastAV's last query; a prompt's question (the text after the AV "
+        "span) as the queries is the query-aware variant.",
+    )
     modalities: tuple[PrunableModality, ...] = Field(
         default=("video", "audio", "image"), description="Which modalities may be pruned."
     )
@@ -106,6 +114,9 @@ class FastAVConfig(BaseModel):
             "low_attentive": ("global_layer", "global_cut", "global_keep_ratio", "fine_ratio", "fine_layers"),
             "fastv": ("fastv_layer", "fastv_ratio"),
         }[self.strategy]
+        scored = self.strategy in ("low_attentive", "fastv") or (self.strategy != "none" and self.fine_ratio > 0)
+        if self.score_queries != 1 and scored:
+            keys = (*keys, "score_queries")
         if self.global_cut is not None:
             keys = tuple(k for k in keys if k != "global_keep_ratio")  # the cut decides the budget
         out: dict[str, object] = {"strategy": self.strategy}

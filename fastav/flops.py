@@ -8,7 +8,7 @@ the same pruned or not for the one position generate() reads):
       k/v projections   2 * n * d * (Hkv*hd) * 2          (grouped-query attention)
       QK^T and AV       2 * n^2 * (H*hd) * 2               (full square, as FastV counts it)
       SwiGLU MLP        2 * n * d * m * 3                  (gate, up, down)
-  plus FastAV's scoring cost at scoring layers: 2 * H*hd * n for the single last-query row.
+  plus FastAV's scoring cost at scoring layers: 2 * H*hd * n per scoring query row (`score_queries`, 1 by default).
 * `fastv` is FastV's formula (arXiv 2403.06764), C(n) = 4nd^2 + 2n^2d + 2ndm, used by the paper's tables.
 """
 
@@ -56,8 +56,8 @@ def fastv_layer_flops(n: float, dims: ModelDims) -> float:
     return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
 
 
-def scoring_flops(n_keys: float, dims: ModelDims) -> float:
-    return 2 * dims.heads * dims.head_dim * n_keys
+def scoring_flops(n_keys: float, dims: ModelDims, queries: int = 1) -> float:
+    return 2 * dims.heads * dims.head_dim * n_keys * queries
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,12 @@ class FlopsReport:
         return self.fastv_pruned / self.fastv_unpruned if self.fastv_unpruned else 1.0
 
 
-def prefill_flops(tokens_per_layer: Sequence[float], dims: ModelDims, scored_layers: Iterable[int] = ()) -> FlopsReport:
+def prefill_flops(
+    tokens_per_layer: Sequence[float], dims: ModelDims, scored_layers: Iterable[int] = (), score_queries: int = 1
+) -> FlopsReport:
     """FLOPs of one sample's prefill: unpruned has tokens_per_layer[0] at every layer."""
     n0 = tokens_per_layer[0]
-    scoring = sum(scoring_flops(tokens_per_layer[layer], dims) for layer in scored_layers)
+    scoring = sum(scoring_flops(tokens_per_layer[layer], dims, score_queries) for layer in scored_layers)
     return FlopsReport(
         unpruned=sum(layer_flops(n0, dims) for _ in tokens_per_layer),
         pruned=sum(layer_flops(n, dims) for n in tokens_per_layer) + scoring,

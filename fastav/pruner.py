@@ -17,6 +17,8 @@ pruned layer a view; layers before the first prune carry no hook at all.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -72,6 +74,7 @@ class Pruner:
         self._decode: DecodeMasks | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._original_backend: str | None = None
+        self._paused = False
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def attach(self) -> None:
@@ -107,6 +110,16 @@ class Pruner:
         for config in configs.values():
             config._attn_implementation = name
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Run the model unpruned inside the block (a shadow baseline through the same loaded model); the stats,
+        scores and decode state of the last pruned prefill are left as they were."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+
     def set_modalities(self, labels: torch.Tensor) -> None:
         """Explicit (B, n) Modality labels for the next prefill (overrides the layout once)."""
         self._pending_labels = labels.long()
@@ -130,16 +143,21 @@ class Pruner:
                 self.settings,
                 self.plan.first_prune_layer,
                 self.plan.scoring_layers,
+                self.config.score_queries,
             )
         return self._stats
 
     # --------------------------------------------------------------------------- attention.ScoreSink API
     def wants_scores(self, layer_idx: int) -> bool:
-        return self._prefill is not None and layer_idx in self.plan.scoring_layers
+        return not self._paused and self._prefill is not None and layer_idx in self.plan.scoring_layers
 
     def key_valid(self) -> torch.Tensor:
         assert self._prefill is not None
         return self._prefill.tokens.valid
+
+    @property
+    def score_queries(self) -> int:
+        return self.config.score_queries
 
     def put_scores(self, layer_idx: int, scores: torch.Tensor) -> None:
         assert self._prefill is not None
@@ -149,11 +167,15 @@ class Pruner:
 
     # ---------------------------------------------------------------------------------------------- hooks
     def _on_top(self, module, args, kwargs):
+        if self._paused:
+            return None
         ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
         self._pending_input_ids = ids
         return None
 
     def _on_text_model(self, module, args, kwargs):
+        if self._paused:
+            return None
         ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
         embeds = kwargs.get("inputs_embeds")
         batch, length = (ids if ids is not None else embeds).shape[:2]
@@ -205,6 +227,8 @@ class Pruner:
 
     def _layer_hook(self, i: int):
         def hook(module, args, kwargs):
+            if self._paused:
+                return None
             if self._prefill is not None and self.config.dry_run:
                 self._select_only(i)
                 return None
@@ -253,6 +277,8 @@ class Pruner:
         return table.gather(1, index[..., None].expand(-1, -1, table.shape[-1]))
 
     def _after_text_model(self, module, args, kwargs, output):
+        if self._paused:
+            return None
         state = self._prefill
         if state is not None:
             self.scores = dict(state.scores)

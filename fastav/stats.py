@@ -55,6 +55,7 @@ def build_sample_stats(
     settings: dict[str, object],
     global_layer: int | None,
     scored_layers: frozenset[int],
+    score_queries: int = 1,
 ) -> list[SampleStats]:
     """Per-sample stats of one prefill. Token counts are host values already; the per-modality counts at the
     input, the global layer and the last layer come from the recorded labels in one device read."""
@@ -64,7 +65,7 @@ def build_sample_stats(
     out = []
     for row in range(len(segments[0].tokens)):
         totals = [s.tokens[row] for s in at_layer]
-        report = prefill_flops(totals, dims, scored_layers)
+        report = prefill_flops(totals, dims, scored_layers, score_queries)
         inputs, after_global, final = (_named(counts[row]) for counts in modality_counts)
         out.append(
             SampleStats(

@@ -17,9 +17,10 @@ import torch
 
 from fastav import selection
 from fastav.config import FastAVConfig
+from fastav.flops import ModelDims
 from fastav.layout import Modality, pad_offsets, prunable_mask
-from fastav.plan import Plan, PruneStep
-from fastav.stats import Segment
+from fastav.plan import Plan, PruneStep, build_plan
+from fastav.stats import SampleStats, Segment, build_sample_stats
 
 
 @dataclass
@@ -127,3 +128,19 @@ def schedule(labels: torch.Tensor, plan: Plan, config: FastAVConfig) -> list[Seg
             tokens.keep(tokens.drop_mask(step, drops, torch.zeros(tokens.index.shape), config), drops)
             segments.append(tokens.segment(step.layer))
     return segments
+
+
+def planned_stats(labels: torch.Tensor, config: FastAVConfig, dims: ModelDims, min_layer: int = 1) -> SampleStats:
+    """What `config` would do to one input labelled `labels` (1, n) on a model of `dims`: counts and FLOPs,
+    without running the model."""
+    plan = build_plan(config, dims.num_layers, min_layer)
+    (stats,) = build_sample_stats(
+        schedule(labels, plan, config),
+        plan.num_layers,
+        dims,
+        config.summary(),
+        plan.first_prune_layer,
+        plan.scoring_layers,
+        config.score_queries,
+    )
+    return stats

@@ -3,6 +3,8 @@
     fastav run --config job.yaml                       # on this machine (local Ray, or RAY_ADDRESS)
     fastav submit --config job.yaml --address http://head:8265 [--wait]
     fastav status <submission-id> --address http://head:8265 [--logs]
+    fastav calibrate --config job.yaml --max-flops 0.56 # best pruning setting for this model (jobs/calibrate.py)
+    fastav rollout --config job.yaml                   # attention-rollout analysis of one input (jobs/rollout.py)
     fastav flops --preset videollama2-av               # library tools (fastav.cli)
 
 `submit` validates the config before anything leaves this machine, ships the project directory as the job's
@@ -268,9 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--tail", type=int, default=4000, help="about this many characters of log, whole lines")
     status.set_defaults(func=cmd_status)
 
-    for name in ("flops", "presets"):
-        sub.add_parser(name, help=f"library tool: fastav {name} --help", add_help=False)
+    for name, what in TOOLS.items():
+        sub.add_parser(name, help=f"{what}: fastav {name} --help", add_help=False)
     return parser
+
+
+# subcommands with their own parsers: name -> what they do
+TOOLS = {
+    "calibrate": "sweep pruning settings, agreement vs FLOPs, best setting under a budget",
+    "rollout": "attention-rollout analysis of one input",
+    "flops": "library tool: FLOPs table of a preset",
+    "presets": "library tool: list presets",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         from fastav.cli import main as library_main
 
         return library_main(argv)
+    if argv and argv[0] in ("calibrate", "rollout"):
+        import importlib
+
+        return importlib.import_module(f"jobs.{argv[0]}").main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

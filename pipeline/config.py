@@ -92,6 +92,21 @@ class InferConfig(_Strict):
     max_new_tokens: int = Field(default=64, ge=1)
 
 
+class JobFastAVConfig(FastAVConfig):
+    """The job's `fastav:` block: the pruning settings (FastAVConfig) plus the running quality check."""
+
+    shadow_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="fraction of rows (chosen by id, the same in every run) also generated unpruned, with their "
+        "agreement in the shadow_* columns and the summary; 0 turns the check off",
+    )
+
+    def pruning(self) -> FastAVConfig:
+        return FastAVConfig.model_validate(self.model_dump(exclude={"shadow_fraction"}))
+
+
 class PipelineConfig(_Strict):
     source: SourceConfig
     output: str = Field(description="local directory or s3://bucket/prefix for the Parquet files")
@@ -111,7 +126,7 @@ class PipelineConfig(_Strict):
     decode: DecodeConfig = DecodeConfig()
     prompt: PromptConfig = PromptConfig()
     infer: InferConfig = InferConfig()
-    fastav: FastAVConfig = FastAVConfig()
+    fastav: JobFastAVConfig = JobFastAVConfig()
     run_id: str | None = Field(default=None, description="default: a timestamp")
     overwrite: bool = Field(default=False, description="delete earlier outputs instead of resuming")
 

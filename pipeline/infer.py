@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 
-from fastav import FastAVConfig
 from pipeline.checkpoint import local_checkpoint
-from pipeline.config import InferConfig, ModelConfig, StorageConfig
+from pipeline.config import InferConfig, JobFastAVConfig, ModelConfig, StorageConfig
 from pipeline.preprocess import load_processor
 from pipeline.rows import OK, fail, to_batch, to_rows, unpack
-from pipeline.runner import ModelRunner, load_model
+from pipeline.runner import ModelRunner, is_shadow, load_model
 from pipeline.stages import node_id
 from pipeline.storage import Storage
 
@@ -23,15 +22,20 @@ from pipeline.storage import Storage
 class InferActor:
     """One per actor: model, processor (for decoding text) and FastAV pruner are set up once."""
 
-    def __init__(self, model: ModelConfig, infer: InferConfig, fastav_config: FastAVConfig, storage: StorageConfig):
+    def __init__(
+        self, model: ModelConfig, infer: InferConfig, fastav_config: JobFastAVConfig, storage: StorageConfig
+    ) -> None:
         path = str(local_checkpoint(model, Storage(storage)))
         loaded, self.runtime = load_model(path, model)
-        self.runner = ModelRunner(loaded, load_processor(path).tokenizer, fastav_config, infer.max_new_tokens)
+        tokenizer = load_processor(path).tokenizer
+        self.runner = ModelRunner(loaded, tokenizer, fastav_config.pruning(), infer.max_new_tokens)
+        self.shadow_fraction = fastav_config.shadow_fraction
         self.model_id = model.checkpoint
         self.settings = json.dumps(self.runner.pruner.settings, sort_keys=True)
 
     def _generate(self, rows: list[dict], audio_in_video: bool) -> None:
-        results = self.runner.generate([unpack(row["inputs"]) for row in rows], audio_in_video)
+        shadow = [is_shadow(row["id"], self.shadow_fraction) for row in rows]
+        results = self.runner.generate([unpack(row["inputs"]) for row in rows], audio_in_video, shadow)
         for row, result in zip(rows, results, strict=True):
             row.update(result)
 

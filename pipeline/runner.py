@@ -7,15 +7,18 @@ machine that has no Ray, so the benchmark measures the code the pipeline runs.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 import fastav
 from fastav import FastAVConfig, varlen
+from fastav.agreement import StepRecorder, kl, token_agreement
 from pipeline.config import ModelConfig
 
 THINKER_ARCHITECTURES = {
@@ -127,20 +130,31 @@ class _FirstTokenTimer(BaseStreamer):
         pass
 
 
+def is_shadow(video_id: str, fraction: float) -> bool:
+    """Whether a row is a shadow row: a hash of its id against `fraction`, so every run picks the same rows."""
+    if fraction <= 0:
+        return False
+    draw = int.from_bytes(hashlib.sha256(f"fastav-shadow:{video_id}".encode()).digest()[:8], "big") / 2**64
+    return draw < fraction
+
+
 class ModelRunner:
     """A loaded thinker with FastAV installed (strategy `none` is the unpruned baseline through the same code),
-    its tokenizer, and batched greedy generation."""
+    its tokenizer, and batched greedy generation; shadow rows are also generated unpruned for comparison."""
 
     def __init__(self, model, tokenizer, fastav_config: FastAVConfig, max_new_tokens: int) -> None:
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.pruner = fastav.enable(model, fastav_config)
+        eos = model.generation_config.eos_token_id
+        self._stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._stop.add(tokenizer.pad_token_id)
 
     @property
     def device(self) -> str:
         return str(self.model.device)
 
-    def generate(self, inputs: list[dict[str, np.ndarray]], audio_in_video: bool) -> list[dict]:
-        """One generate() call over the videos' inputs; per video its output text, times and FastAV columns."""
+    def _generate(self, inputs: list[dict[str, np.ndarray]], audio_in_video: bool, first: StepRecorder | None):
+        """(generated token ids per row, prompt width, time to first token, end time)."""
         batch = collate(inputs, self.tokenizer.pad_token_id, self.model.device, self.model.dtype)
         timer = _FirstTokenTimer()
         with torch.inference_mode():
@@ -151,17 +165,53 @@ class ModelRunner:
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 streamer=timer,
+                logits_processor=LogitsProcessorList([first]) if first is not None else None,
             )
         done = time.perf_counter()
-        texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-        prefill_ms = ((timer.first_token or done) - timer.start) * 1000.0
-        return [
+        generated = [self._until_stop(row) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
+        return generated, (timer.first_token or done) - timer.start, done - timer.start
+
+    def _until_stop(self, tokens: list[int]) -> list[int]:
+        end = next((i for i, t in enumerate(tokens) if t in self._stop), len(tokens))
+        return tokens[:end]
+
+    def generate(
+        self, inputs: list[dict[str, np.ndarray]], audio_in_video: bool, shadow: list[bool] | None = None
+    ) -> list[dict]:
+        """One generate() call over the videos' inputs; per video its output text, times and FastAV columns.
+        Rows flagged in `shadow` are generated again unpruned (one more call) and get the shadow_* columns."""
+        shadow = shadow or [False] * len(inputs)
+        first = StepRecorder(first_only=True) if any(shadow) else None
+        generated, prefill_s, generate_s = self._generate(inputs, audio_in_video, first)
+        stats = self.pruner.stats
+        results = [
             {
-                "output_text": text.strip(),
-                "prefill_ms": prefill_ms,
-                "generate_ms": (done - timer.start) * 1000.0,
+                "output_text": self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                "prefill_ms": prefill_s * 1000.0,
+                "generate_ms": generate_s * 1000.0,
                 "batch_rows": len(inputs),
-                **stats_columns(stats),
+                **stats_columns(row_stats),
             }
-            for text, stats in zip(texts, self.pruner.stats, strict=True)
+            for tokens, row_stats in zip(generated, stats, strict=True)
         ]
+        if first is not None:
+            rows = [i for i, flag in enumerate(shadow) if flag]
+            self._shadow([inputs[i] for i in rows], audio_in_video, [results[i] for i in rows],
+                         [generated[i] for i in rows], first.logprobs()[rows, 0])  # fmt: skip
+        return results
+
+    def _shadow(self, inputs, audio_in_video, results, pruned_tokens, pruned_first) -> None:
+        """Generate `inputs` unpruned (same settings) and compare with the pruned outputs, in `results`."""
+        first = StepRecorder(first_only=True)
+        with self.pruner.paused():
+            generated, _, shadow_s = self._generate(inputs, audio_in_video, first)
+        first_kl = kl(first.logprobs()[:, 0], pruned_first).tolist()
+        for result, tokens, pruned, divergence_kl in zip(results, generated, pruned_tokens, first_kl, strict=True):
+            agreement, divergence = token_agreement(pruned, tokens)
+            result.update(
+                shadow_output_text=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                shadow_token_agreement=agreement,
+                shadow_first_divergence=divergence,
+                shadow_first_token_kl=divergence_kl,
+                shadow_ms=shadow_s * 1000.0,
+            )

@@ -52,6 +52,12 @@ SCHEMA = pa.schema(
         pa.field("prefill_ms", pa.float64()),  # time to first token of the generate() batch the row was in
         pa.field("generate_ms", pa.float64()),  # wall time of that whole generate() batch
         pa.field("batch_rows", pa.int32()),
+        # shadow rows (fastav.shadow_fraction, chosen by id) are also generated unpruned; null on other rows
+        pa.field("shadow_output_text", pa.string()),
+        pa.field("shadow_token_agreement", pa.float64()),  # equal greedy tokens, position by position, over the shorter
+        pa.field("shadow_first_divergence", pa.int32()),  # first generated position that differs; null: identical
+        pa.field("shadow_first_token_kl", pa.float64()),  # KL(unpruned || pruned) of the first token's distribution
+        pa.field("shadow_ms", pa.float64()),  # wall time of the unpruned shadow generate() of the row's batch
         pa.field("decode_node", pa.string()),  # Ray node ids that decoded / ran the model
         pa.field("infer_node", pa.string()),
         pa.field("model_id", pa.string()),
@@ -135,10 +141,22 @@ def part_files(output: str, storage: Storage) -> list[str]:
 
 
 def read_parts(output: str, storage: Storage, columns: list[str] | None = None) -> pa.Table:
-    tables = [pq.read_table(io.BytesIO(storage.read(uri)), columns=columns) for uri in part_files(output, storage)]
+    """All parts of `output` as one table; columns a part lacks (written by an older version) read as nulls."""
+    tables = [_read_part(storage.read(uri), columns) for uri in part_files(output, storage)]
     if not tables:
         return SCHEMA.empty_table().select(columns) if columns else SCHEMA.empty_table()
     return pa.concat_tables(tables)
+
+
+def _read_part(data: bytes, columns: list[str] | None) -> pa.Table:
+    part = pq.ParquetFile(io.BytesIO(data))
+    if columns is None:
+        return part.read()
+    table = part.read(columns=[c for c in columns if c in part.schema_arrow.names])
+    for name in columns:
+        if name not in table.column_names:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
+    return table.select(columns)
 
 
 def prepare_output(output: str, storage: Storage, overwrite: bool, retry_errors: bool = False) -> dict[str, str]:

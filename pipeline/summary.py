@@ -14,7 +14,7 @@ from pipeline.storage import Storage, join
 _COLUMNS = [
     "id", "status", "error_type", "run_id", "tokens_input", "tokens_last_layer", "av_tokens_last_layer",
     "tokens_video", "tokens_audio", "flops_unpruned", "flops_pruned", "decode_ms", "preprocess_ms", "prefill_ms",
-    "generate_ms",
+    "generate_ms", "shadow_token_agreement", "shadow_first_token_kl",
 ]  # fmt: skip
 
 
@@ -25,6 +25,18 @@ def _sum(table, column) -> float:
 def _mean(table, column) -> float | None:
     value = pc.mean(table[column]).as_py()
     return round(value, 1) if value is not None else None
+
+
+def _shadow(ok) -> dict:
+    """Agreement of the shadow rows (generated unpruned too) with their pruned outputs."""
+    rows = ok.filter(pc.is_valid(ok["shadow_token_agreement"]))
+    mean = pc.mean(rows["shadow_token_agreement"]).as_py()
+    kl = pc.mean(rows["shadow_first_token_kl"]).as_py()
+    return {
+        "rows": rows.num_rows,
+        "mean_token_agreement": round(mean, 4) if mean is not None else None,
+        "mean_first_token_kl": round(kl, 4) if kl is not None else None,
+    }
 
 
 def summarize(output: str, storage: Storage, run: dict) -> dict:
@@ -53,6 +65,7 @@ def summarize(output: str, storage: Storage, run: dict) -> dict:
         "flops_saved": flops_unpruned - flops_pruned,
         "flops_ratio": round(flops_pruned / flops_unpruned, 4) if flops_unpruned else None,
         "mean_ms": {c: _mean(ok, c) for c in ("decode_ms", "preprocess_ms", "prefill_ms", "generate_ms")},
+        "shadow": _shadow(ok),
     }
     storage.write(join(output, SUMMARY_NAME), json.dumps(summary, indent=2).encode())
     return summary
@@ -75,4 +88,10 @@ def format_summary(summary: dict) -> str:
             f"({summary['flops_saved'] / 1e9:.2f} GFLOPs saved)",
             "  mean ms         " + ", ".join(f"{k[:-3]} {v}" for k, v in summary["mean_ms"].items()),
         ]
+    shadow = summary["shadow"]
+    if shadow["rows"]:
+        lines.append(
+            f"  shadow          token agreement {shadow['mean_token_agreement']:.3f} with the unpruned model over "
+            f"{shadow['rows']} rows (first-token KL {shadow['mean_first_token_kl']:.4f})"
+        )
     return "\n".join(lines)

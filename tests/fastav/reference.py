@@ -30,6 +30,7 @@ class MaskedKeyReference:
         keep_ratio: float = 1 / 3,
         seed: int = 0,
         replay: dict[int, torch.Tensor] | None = None,
+        score_queries: int = 1,
     ):
         """av_labels (B, n): True where a token may be pruned. steps: layer -> (rule, fraction).
 
@@ -38,7 +39,7 @@ class MaskedKeyReference:
         a bf16 run is checked against the keep sets it actually used.
         """
         self.model, self.steps, self.cut, self.keep_ratio, self.seed = model, steps, cut, keep_ratio, seed
-        self.replay = replay
+        self.replay, self.score_queries = replay, score_queries
         self.av = av_labels.bool()
         self.dead: dict[int, torch.Tensor] = {}  # layer -> (B, n_prompt) keys hidden at that layer
         self.alive: torch.Tensor | None = None
@@ -104,5 +105,10 @@ class MaskedKeyReference:
         mask = attention_mask.masked_fill(dead[:, None, None, :], torch.finfo(attention_mask.dtype).min)
         out, weights = eager_attention_forward(module, query, key, value, mask, scaling=scaling, **kwargs)
         if q_len == kv_len:
-            self.scores[layer] = weights[:, :, -1, :].mean(1)
+            # the rows of the last `score_queries` tokens still alive (causal already), mean over heads and rows
+            scores = torch.zeros(weights.shape[0], kv_len, dtype=weights.dtype, device=weights.device)
+            for b in range(weights.shape[0]):
+                rows = [p for p in range(self.prompt_len) if self.alive[b, p]][-self.score_queries :]
+                scores[b] = weights[b][:, rows, :].mean((0, 1))
+            self.scores[layer] = scores
         return out, weights

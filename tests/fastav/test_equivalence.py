@@ -72,6 +72,7 @@ def check_against_reference(
         cut=config.global_cut,
         keep_ratio=config.global_keep_ratio,
         seed=config.seed,
+        score_queries=config.score_queries,
     )
     unpruned = tiny.load(path, backend).to(device)
 
@@ -107,11 +108,16 @@ STRATEGIES = [
     FastAVConfig(strategy="fastv", fastv_layer=2, fastv_ratio=0.5),
     FastAVConfig(strategy="random", global_layer=2, global_keep_ratio=0.5, seed=7),
     FastAVConfig(strategy="low_attentive", global_layer=2, global_keep_ratio=0.5),
+    # query-aware scores: the mean over the last few alive tokens' attention rows
+    FastAVConfig(strategy="low_attentive", global_layer=2, global_keep_ratio=0.45, score_queries=6),
+    FastAVConfig(strategy="fastv", fastv_layer=2, fastv_ratio=0.5, score_queries=3),
 ]
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("config", STRATEGIES, ids=lambda c: f"{c.strategy}-{c.global_cut or c.global_keep_ratio}")
+@pytest.mark.parametrize(
+    "config", STRATEGIES, ids=lambda c: f"{c.strategy}-{c.global_cut or c.global_keep_ratio}-q{c.score_queries}"
+)
 def test_qwen2_matches_masked_key_reference(checkpoints, config, batch):
     check_against_reference(checkpoints["qwen2"], plain_inputs(batch), config, layout=PLAIN_LAYOUT)
 

@@ -31,7 +31,7 @@ def test_stages_pins_and_a_numeric_non_root_user(dockerfile):
     stages = [v.split(" AS ")[-1] for v in instructions(dockerfile, "FROM")]
     assert stages == ["runtime", "flash-attn-build", "runtime-flash"]
     runs = " ".join(instructions(dockerfile, "RUN"))
-    assert "torch==2.14.1 torchvision==0.29.1" in runs and "'.[pipeline,cluster]'" in runs
+    assert "torch==2.14.1 torchvision==0.29.1" in runs and "'.[pipeline,cluster,quality]'" in runs
     users = instructions(dockerfile, "USER")
     assert users[-1] == "1000:1000" and all(u.split(":")[0].isdigit() for u in users)  # runAsNonRoot can verify
     assert "useradd --create-home --uid 1000" not in runs  # Ubuntu 24.04 has UID 1000 already: the script handles it

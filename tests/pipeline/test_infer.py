@@ -9,8 +9,15 @@ import pytest
 import torch
 
 import fastav
-from fastav import FastAVConfig
-from pipeline.config import DecodeConfig, InferConfig, ModelConfig, PromptConfig, SourceConfig, StorageConfig
+from pipeline.config import (
+    DecodeConfig,
+    InferConfig,
+    JobFastAVConfig,
+    ModelConfig,
+    PromptConfig,
+    SourceConfig,
+    StorageConfig,
+)
 from pipeline.decode import decode_video
 from pipeline.infer import InferActor
 from pipeline.preprocess import load_processor, model_inputs, processor_outputs
@@ -62,7 +69,7 @@ def test_actor_output_equals_direct_generate(strategy, omni_checkpoint, clips, d
     for name in GOOD:
         (tmp_path / name).write_bytes(clips[name])
     storage, model_config = StorageConfig(), ModelConfig(checkpoint=str(omni_checkpoint))
-    settings = FastAVConfig(strategy=strategy, global_layer=1, fine_ratio=0.2)
+    settings = JobFastAVConfig(strategy=strategy, global_layer=1, fine_ratio=0.2, shadow_fraction=0)
     rows = [
         {**row, "status": OK, "error_type": None, "error_message": None}
         for row in list_videos(SourceConfig(uri=str(tmp_path)), Storage(storage))
@@ -77,7 +84,7 @@ def test_actor_output_equals_direct_generate(strategy, omni_checkpoint, clips, d
         got[row["uri"].rsplit("/", 1)[-1]] = out
 
     model, _ = load_model(str(omni_checkpoint), model_config)
-    pruner = fastav.enable(model, settings)
+    pruner = fastav.enable(model, settings.pruning())
     processor = load_processor(str(omni_checkpoint))
     for name in GOOD:
         video = decoded[name]
@@ -109,7 +116,7 @@ def test_fastav_settings_name_the_resolved_global_layer(omni_checkpoint):
     import json
 
     actor = InferActor(
-        ModelConfig(checkpoint=str(omni_checkpoint)), InferConfig(), FastAVConfig(), StorageConfig()
+        ModelConfig(checkpoint=str(omni_checkpoint)), InferConfig(), JobFastAVConfig(), StorageConfig()
     )  # defaults: the global layer is L/2 of this 6-layer model
     settings = json.loads(actor.settings)
     assert settings["global_layer"] == 3 and settings["strategy"] == "fastav"
