@@ -308,8 +308,8 @@ class IdsTokenizer:
 
     pad_token_id = 151643
 
-    def batch_decode(self, ids, skip_special_tokens=True):
-        return [" ".join(map(str, row[:4].tolist())) for row in ids]
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids[:4]))
 
 
 def clip_inputs(frames: int, args) -> list[dict[str, np.ndarray]]:

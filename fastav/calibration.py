@@ -20,12 +20,13 @@ from fastav.flops import ModelDims
 from fastav.layout import Layout
 from fastav.tokens import planned_stats
 
-STRATEGIES = ("fastav", "random", "low_attentive", "fastv")
+STRATEGIES = ("fastav", "random", "low_attentive", "fastv", "gradual")
 
 
 def grid(num_layers: int, strategies: Iterable[str] = STRATEGIES) -> list[FastAVConfig]:
     """The default sweep: for the global strategies the global layer (L/4, L/2) x keep ratio (1/3, 1/2) x P
-    (0.1, 0.2); for FastV, K (2, L/4) x R (0.5, 0.75). Duplicates (shallow models) appear once."""
+    (0.1, 0.2); for FastV, K (2, L/4) x R (0.5, 0.75); for gradual, the start (2, L/4) x the AV fraction left
+    at the last layer (0.15, 0.25, 0.4). Duplicates (shallow models) appear once."""
     early, middle = max(1, num_layers // 4), max(1, num_layers // 2)
     out: dict[str, FastAVConfig] = {}
     for strategy in strategies:
@@ -34,6 +35,12 @@ def grid(num_layers: int, strategies: Iterable[str] = STRATEGIES) -> list[FastAV
                 FastAVConfig(strategy="fastv", fastv_layer=min(k, num_layers - 1), fastv_ratio=r)
                 for k in (2, max(2, early))
                 for r in (0.5, 0.75)
+            ]
+        elif strategy == "gradual":
+            candidates = [
+                FastAVConfig(strategy="gradual", gradual_start=min(start, num_layers - 1), gradual_keep=keep)
+                for start in (2, max(2, early))
+                for keep in (0.15, 0.25, 0.4)
             ]
         else:
             candidates = [

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     flops = sub.add_parser("flops", help="prefill FLOPs table of a preset, pruned vs unpruned")
     flops.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    flops.add_argument("--strategy", choices=["none", "fastav", "fastv", "random", "low_attentive"])
+    flops.add_argument("--strategy", choices=["none", "fastav", "fastv", "random", "low_attentive", "gradual"])
     flops.add_argument("--global-layer", type=int)
     flops.add_argument("--cut", type=int, nargs="+", help="positional cut(s); several print one summary each")
     flops.add_argument("--keep-ratio", type=float, help="keep ratio instead of a cut")

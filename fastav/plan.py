@@ -60,6 +60,11 @@ def _check_layer(field: str, layer: int, num_layers: int, min_layer: int) -> Non
         )
 
 
+def gradual_fraction(keep: float, steps: int) -> float:
+    """The per-layer drop fraction that leaves `keep` of the tokens after `steps` layers: 1 - keep^(1/steps)."""
+    return 1.0 - keep ** (1.0 / steps)
+
+
 def build_plan(config: FastAVConfig, num_layers: int, min_layer: int = 1) -> Plan:
     """Resolve defaults against the model depth and validate every layer index.
 
@@ -71,6 +76,11 @@ def build_plan(config: FastAVConfig, num_layers: int, min_layer: int = 1) -> Pla
     if config.strategy == "fastv":
         _check_layer("fastv_layer", config.fastv_layer, num_layers, min_layer)
         return Plan((PruneStep(config.fastv_layer, "drop_fraction", config.fastv_ratio, is_global=True),), num_layers)
+    if config.strategy == "gradual":
+        _check_layer("gradual_start", config.gradual_start, num_layers, min_layer)
+        fraction = gradual_fraction(config.gradual_keep, num_layers - config.gradual_start)
+        return Plan(tuple(PruneStep(l, "drop_fraction", fraction) for l in range(config.gradual_start, num_layers)),
+                    num_layers)  # fmt: skip
 
     global_layer = config.global_layer if config.global_layer is not None else num_layers // 2
     _check_layer("global_layer", global_layer, num_layers, min_layer)

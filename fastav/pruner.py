@@ -130,6 +130,8 @@ class Pruner:
         settings = self.config.summary()
         if self.config.strategy in ("fastav", "random", "low_attentive"):
             settings["global_layer"] = self.plan.global_layer
+        if self.config.strategy == "gradual" and self.plan.steps:
+            settings["drop_per_layer"] = round(self.plan.steps[0].fraction, 6)
         return settings
 
     @property
@@ -199,6 +201,11 @@ class Pruner:
             if self._first_prune is not None:
                 if self._decode is None:
                     raise RuntimeError("decode step on a cache that FastAV did not prefill")
+                if length > 1:  # the decode masks hold one new column per step, no causal block among new tokens
+                    raise UnsupportedModelError(
+                        f"FastAV decodes one token per step on its pruned caches; got {length} (assisted or "
+                        "speculative decoding is not supported)"
+                    )
                 self._decode.step(mask, past + length)
         return None
 

@@ -154,7 +154,7 @@ class ModelRunner:
         return str(self.model.device)
 
     def _generate(self, inputs: list[dict[str, np.ndarray]], audio_in_video: bool, first: StepRecorder | None):
-        """(generated token ids per row, prompt width, time to first token, end time)."""
+        """(generated token ids per row up to EOS, seconds to the first token, seconds for the whole call)."""
         batch = collate(inputs, self.tokenizer.pad_token_id, self.model.device, self.model.dtype)
         timer = _FirstTokenTimer()
         with torch.inference_mode():

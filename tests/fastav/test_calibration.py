@@ -35,9 +35,9 @@ def test_solve_matches_a_flops_target_on_both_kinds_of_knob():
 
 def test_grid_is_valid_and_deduplicated_for_shallow_models():
     configs = grid(28)
-    assert len(configs) == 3 * 8 + 4 and len({c.model_dump_json() for c in configs}) == len(configs)
-    shallow = grid(4, ["fastav", "fastv"])
-    assert all(c.fastv_layer < 4 for c in shallow) and len(shallow) < 12
+    assert len(configs) == 3 * 8 + 4 + 6 and len({c.model_dump_json() for c in configs}) == len(configs)
+    shallow = grid(4, ["fastav", "fastv", "gradual"])
+    assert all(c.fastv_layer < 4 and c.gradual_start < 4 for c in shallow) and len(shallow) < 15
 
 
 def test_frontier_and_best_under():

@@ -111,6 +111,8 @@ STRATEGIES = [
     # query-aware scores: the mean over the last few alive tokens' attention rows
     FastAVConfig(strategy="low_attentive", global_layer=2, global_keep_ratio=0.45, score_queries=6),
     FastAVConfig(strategy="fastv", fastv_layer=2, fastv_ratio=0.5, score_queries=3),
+    FastAVConfig(strategy="gradual", gradual_start=1, gradual_keep=0.3),
+    FastAVConfig(strategy="gradual", gradual_start=2, gradual_keep=0.5, score_queries=4),
 ]
 
 
@@ -123,16 +125,17 @@ def test_qwen2_matches_masked_key_reference(checkpoints, config, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("strategy", ["fastav", "low_attentive"])
+@pytest.mark.parametrize("strategy", ["fastav", "low_attentive", "gradual"])
 def test_omni_thinker_matches_masked_key_reference(checkpoints, strategy, batch):
-    config = FastAVConfig(strategy=strategy, global_layer=2, global_keep_ratio=0.4, fine_ratio=0.25)
+    config = FastAVConfig(strategy=strategy, global_layer=2, global_keep_ratio=0.4, fine_ratio=0.25, gradual_keep=0.3)
     pruner = check_against_reference(checkpoints["omni"], omni_inputs(batch), config)
     # Audio-in-video interleaving: both modalities were present and counted from the token ids.
     assert all(s.input_tokens["video"] > 0 and s.input_tokens["audio"] > 0 for s in pruner.stats)
 
 
-def test_llama_matches_masked_key_reference(checkpoints):
-    config = FastAVConfig(global_layer=2, global_keep_ratio=0.5, fine_ratio=0.2)
+@pytest.mark.parametrize("strategy", ["fastav", "gradual"])
+def test_llama_matches_masked_key_reference(checkpoints, strategy):
+    config = FastAVConfig(strategy=strategy, global_layer=2, global_keep_ratio=0.5, fine_ratio=0.2, gradual_keep=0.4)
     check_against_reference(checkpoints["llama"], plain_inputs(3), config, layout=PLAIN_LAYOUT)
 
 

@@ -23,6 +23,7 @@ CONFIGS = [
     FastAVConfig(strategy="random", global_layer=2, global_keep_ratio=0.5),
     FastAVConfig(strategy="low_attentive", global_layer=2, global_keep_ratio=0.5),
     FastAVConfig(strategy="fastv", fastv_layer=2, fastv_ratio=0.5),
+    FastAVConfig(strategy="gradual", gradual_start=1, gradual_keep=0.3, score_queries=4),
     FastAVConfig(global_layer=2, dry_run=True),
 ]
 

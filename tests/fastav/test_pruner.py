@@ -186,3 +186,14 @@ def test_stats_count_modalities_and_flops(checkpoints):
     assert stats.tokens_per_layer == [74, 74, 74, 36, 23, 17]
     assert stats.flops_pruned < stats.flops_unpruned and 0 < stats.flops_ratio < 1
     assert stats.settings["global_cut"] == 30 and stats.to_dict()["strategy"] == "fastav"
+
+
+def test_multi_token_decode_on_pruned_caches_is_refused(checkpoints):
+    """The decode masks add one column per step; a chunk of new tokens would need a causal block among them."""
+    model = tiny.load(checkpoints["qwen2"])
+    fastav.enable(model, FastAVConfig(global_layer=2), layout=PLAIN_LAYOUT)
+    inputs = plain_inputs(1)
+    with torch.no_grad():
+        out = model(**inputs, use_cache=True)
+        with pytest.raises(fastav.UnsupportedModelError, match="one token per step"):
+            model(input_ids=inputs["input_ids"][:, :2], past_key_values=out.past_key_values)
