@@ -88,7 +88,7 @@ def format_summary(summary: dict) -> str:
             f"({summary['flops_saved'] / 1e9:.2f} GFLOPs saved)",
             "  mean ms         " + ", ".join(f"{k[:-3]} {v}" for k, v in summary["mean_ms"].items()),
         ]
-    shadow = summary["shadow"]
+    shadow = summary.get("shadow") or {"rows": 0}
     if shadow["rows"]:
         lines.append(
             f"  shadow          token agreement {shadow['mean_token_agreement']:.3f} with the unpruned model over "

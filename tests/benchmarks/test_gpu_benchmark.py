@@ -14,13 +14,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("ray", "boto3", "botocore", "decord", "av", "moto", "pyarrow")
 
+# Blocked packages look absent, as on the GPU machine: every finder says it has no such module (so
+# `import x` raises ModuleNotFoundError and `importlib.util.find_spec(x)` returns None, which optional-import
+# checks in transformers and accelerate rely on).
 BOOTSTRAP = f"""
-import importlib.abc, runpy, sys
-class Block(importlib.abc.MetaPathFinder):
+import runpy, sys
+class Absent:
+    def __init__(self, finder):
+        self.finder = finder
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {BLOCKED!r}:
-            raise ImportError(f"{{name}} is not installed on the GPU machine")
-sys.meta_path.insert(0, Block())
+            return None
+        return self.finder.find_spec(name, path, target)
+    def __getattr__(self, attribute):
+        return getattr(self.finder, attribute)
+sys.meta_path[:] = [Absent(finder) for finder in sys.meta_path]
+for name in [n for n in sys.modules if n.split(".")[0] in {BLOCKED!r}]:
+    del sys.modules[name]
 sys.argv = ["benchmarks.gpu"] + sys.argv[1:]
 runpy.run_module("benchmarks.gpu", run_name="__main__")
 """
