@@ -197,3 +197,23 @@ def test_multi_token_decode_on_pruned_caches_is_refused(checkpoints):
         out = model(**inputs, use_cache=True)
         with pytest.raises(fastav.UnsupportedModelError, match="one token per step"):
             model(input_ids=inputs["input_ids"][:, :2], past_key_values=out.past_key_values)
+
+
+def test_paused_runs_the_model_unpruned_and_keeps_the_last_stats(checkpoints):
+    """The shadow baseline: inside `paused()` the model is the unmodified model, bit for bit, and the stats of
+    the last pruned prefill stay readable."""
+    inputs = plain_inputs(3)
+    plain = tiny.load(checkpoints["qwen2"])
+    model = tiny.load(checkpoints["qwen2"])
+    pruner = fastav.enable(model, FastAVConfig(global_layer=2, global_keep_ratio=0.2), layout=PLAIN_LAYOUT)
+    with torch.no_grad():
+        pruned = model(**inputs).logits[:, -1]
+        stats = [s.tokens_per_layer for s in pruner.stats]
+        with pruner.paused():
+            shadow = model(**inputs).logits[:, -1]
+            shadow_generate = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0)
+        want = plain(**inputs).logits[:, -1]
+        assert torch.equal(shadow, want) and not torch.equal(pruned, want)
+        assert torch.equal(shadow_generate, plain.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0))
+        assert [s.tokens_per_layer for s in pruner.stats] == stats
+        assert torch.equal(model(**inputs).logits[:, -1], pruned)  # pruning resumes after the block
