@@ -17,6 +17,7 @@ rows compare rules, not budgets; FastV's own R=0.75 and gradual at two other bud
 
     python -m benchmarks.fidelity                    # 12 windows, 32 steps; results/fidelity-smollm2.json
     python -m benchmarks.fidelity --windows 4 --steps 8 --rules fastav gradual
+    python -m benchmarks.fidelity --windows 4 --export work/smollm2   # a checkpoint + token file for the tools
 """
 
 from __future__ import annotations
@@ -107,6 +108,24 @@ def rules(labels: torch.Tensor, dims: ModelDims) -> dict[str, FastAVConfig]:
     return out
 
 
+def export(model, tokenizer, prompts, folder: Path) -> None:
+    """The model as a plain transformers checkpoint and the windows as a token file, for `fastav calibrate` and
+    `fastav rollout --checkpoint DIR/smollm2 --tokens DIR/tokens.json` (a GGUF-loaded model cannot be saved)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_dict({k: v for k, v in model.config.to_dict().items() if k != "quantization_config"})
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(folder / "smollm2")
+    entries = []
+    for name, prompt, labels in prompts:
+        span = (labels[0] == int(Modality.VIDEO)).nonzero().flatten().tolist()
+        spans = [[span[0], span[-1] + 1, "video"]]
+        entries.append({"name": name, "input_ids": prompt["input_ids"][0].tolist(), "spans": spans})
+    (folder / "tokens.json").write_text(json.dumps(entries))
+    print(f"exported {folder}/smollm2 and {folder}/tokens.json ({len(entries)} prompts)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=12)
@@ -114,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--rules", nargs="+", help="only these rules (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "fidelity-smollm2.json")
+    parser.add_argument("--export", type=Path, help="write the checkpoint and the prompts here instead, and stop")
     args = parser.parse_args(argv)
     model, tokenizer = load_smollm2()
     dims = ModelDims.from_config(model.config)
     prompts = [(name, *prompt_of(tokenizer, ids)) for name, ids in windows(tokenizer, args.span, args.windows)]
+    if args.export is not None:
+        export(model, tokenizer, prompts, args.export)
+        return 0
     configs = rules(prompts[0][2], dims)
     configs = {k: v for k, v in configs.items() if not args.rules or k in args.rules}
     start = time.perf_counter()

@@ -56,9 +56,8 @@ def _row(point: Point) -> str:
 
 
 def fastav_block(point: Point) -> str:
-    """The setting as a job config's `fastav:` block (defaults left out)."""
-    settings = point.config.model_dump(mode="json", exclude_defaults=True)
-    settings["strategy"] = point.config.strategy
+    """The setting as a job config's `fastav:` block: every field the strategy uses, spelled out."""
+    settings = point.config.summary()
     comment = f"# fastav calibrate: top-1 agreement {point.top1:.3f}, KL {point.kl:.3f}, FLOPs {point.flops_ratio:.1%}"
     return comment + "\n" + yaml.safe_dump({"fastav": settings}, sort_keys=False)
 

@@ -21,3 +21,17 @@ def test_fidelity_benchmark_runs_small(tmp_path, capsys):
         assert 0 <= row["top1"] <= 1 and row["kl"] >= 0 and row["steps"] == 6
     assert results["gradual"]["settings"]["strategy"] == "gradual"
     assert "SmolLM2-135M-Instruct: 2 windows of 160 tokens" in capsys.readouterr().out
+
+
+def test_export_gives_the_quality_tools_a_real_checkpoint(tmp_path, capsys):
+    from jobs.cli import main
+
+    assert fidelity.main(["--windows", "1", "--span", "120", "--export", str(tmp_path)]) == 0
+    entries = json.loads((tmp_path / "tokens.json").read_text())
+    ((start, end, modality),) = entries[0]["spans"]
+    assert end - start == 120 and modality == "video" and len(entries[0]["input_ids"]) > end
+    out = tmp_path / "ro"
+    argv = ["rollout", "--checkpoint", str(tmp_path / "smollm2"), "--tokens", str(tmp_path / "tokens.json")]
+    assert main([*argv, "--out", str(out)]) == 0
+    report = json.loads((out / "rollout.json").read_text())
+    assert report["num_layers"] == 30 and report["tokens"]["video"] == 120
