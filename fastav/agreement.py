@@ -66,13 +66,12 @@ class Agreement:
     steps: int
 
 
-def _generate(model, prompt: dict, steps: int, recorder: StepRecorder, **kwargs) -> torch.Tensor:
+def _generate(model, prompt: dict, steps: int, recorder: StepRecorder) -> torch.Tensor:
     pad = getattr(model.generation_config, "pad_token_id", None)
     eos = getattr(model.generation_config, "eos_token_id", None)
     with torch.inference_mode():
         return model.generate(
             **prompt,
-            **kwargs,
             max_new_tokens=steps,
             do_sample=False,
             logits_processor=LogitsProcessorList([recorder]),
@@ -80,17 +79,18 @@ def _generate(model, prompt: dict, steps: int, recorder: StepRecorder, **kwargs)
         )
 
 
-def reference(model, prompt: dict, labels: torch.Tensor | None = None, steps: int = 32, **kwargs) -> Reference:
-    """The unpruned greedy continuation of `prompt` (batch 1; up to `steps` tokens, EOS included). FastAV must
-    not be active on `model`."""
+def reference(model, prompt: dict, labels: torch.Tensor | None = None, steps: int = 32) -> Reference:
+    """The unpruned greedy continuation of `prompt` (batch 1; up to `steps` tokens, EOS included)."""
+    if fastav.pruner_of(model) is not None:
+        raise ValueError("the reference must run unpruned: call fastav.disable(model) first")
     recorder = StepRecorder()
-    out = _generate(model, prompt, steps, recorder, **kwargs)
+    out = _generate(model, prompt, steps, recorder)
     tokens = out[0, prompt["input_ids"].shape[1] :]
     return Reference(prompt, labels, tokens.cpu(), recorder.logprobs()[0].cpu())
 
 
 def compare(
-    model, ref: Reference, config: FastAVConfig, layout: Layout | None = None, **kwargs
+    model, ref: Reference, config: FastAVConfig, layout: Layout | None = None
 ) -> tuple[Agreement, fastav.SampleStats]:
     """Prune with `config` and force the unpruned continuation: agreement, KL and FLOPs of that prefill."""
     pruner = fastav.enable(model, config, layout=layout)
@@ -98,7 +98,7 @@ def compare(
         if ref.labels is not None:
             pruner.set_modalities(ref.labels)
         recorder = StepRecorder(force=ref.tokens[None])
-        _generate(model, ref.prompt, len(ref.tokens), recorder, **kwargs)
+        _generate(model, ref.prompt, len(ref.tokens), recorder)
         (stats,) = pruner.stats
     finally:
         fastav.disable(model)

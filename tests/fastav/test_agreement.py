@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import fastav
 from fastav import FastAVConfig, Modality, SpanLayout
 from fastav import testing as tiny
 from fastav.agreement import compare, kl, reference, token_agreement
@@ -36,6 +37,9 @@ def test_reference_and_forced_steps_match_a_plain_forward(checkpoints, family):
     pruned, stats = compare(model, ref, FastAVConfig(global_layer=1, global_keep_ratio=0.05, fine_ratio=0.5))
     assert stats.flops_ratio < 0.6 and pruned.flops_ratio == stats.flops_ratio
     assert pruned.kl > 1e-3  # the oracle has teeth
+    fastav.enable(model, FastAVConfig())
+    with pytest.raises(ValueError, match="must run unpruned"):
+        reference(model, prompt, labels)
 
 
 def test_compare_on_the_omni_thinker_uses_its_own_layout(checkpoints):
