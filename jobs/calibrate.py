@@ -13,7 +13,6 @@ Exit 1 if no setting fits the budget.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,27 +25,7 @@ from fastav import UnsupportedModelError
 from fastav.agreement import reference
 from fastav.calibration import STRATEGIES, Point, best_under, frontier, grid, sweep
 from fastav.models import resolve
-from pipeline.config import PipelineConfig
-
-
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The input choice shared with `fastav rollout`: a job config, or a text checkpoint and a token file."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, help="job YAML: its model, source, decode and prompt settings")
-    source.add_argument("--checkpoint", help="a text decoder checkpoint directory (Qwen2, LLaMA, ...)")
-    parser.add_argument("--tokens", type=Path, help="with --checkpoint: JSON token ids and prunable spans")
-
-
-def load_inputs(args: argparse.Namespace, count: int):
-    """(model, samples) from the parsed input arguments."""
-    from pipeline.samples import job_samples, token_samples
-
-    if args.config is not None:
-        return job_samples(PipelineConfig.from_yaml(args.config), count)
-    if args.tokens is None:
-        raise ValueError("--checkpoint needs --tokens (a JSON file of input ids and prunable spans)")
-    model, samples = token_samples(args.checkpoint, args.tokens)
-    return model, samples[:count]
+from jobs.inputs import load_inputs, tool_parser
 
 
 def _row(point: Point) -> str:
@@ -63,10 +42,7 @@ def fastav_block(point: Point) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fastav calibrate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_input_arguments(parser)
+    parser = tool_parser("fastav calibrate", __doc__)
     parser.add_argument("--inputs", type=int, default=8, help="how many inputs to calibrate on")
     parser.add_argument("--steps", type=int, default=32, help="reference tokens per input")
     parser.add_argument("--max-flops", type=float, default=0.56, help="budget: prefill FLOPs ratio")

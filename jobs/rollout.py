@@ -12,7 +12,6 @@ and rollout.png (layers x positions heatmap) to --out and prints the per-layer s
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pydantic import ValidationError
 from fastav import UnsupportedModelError
 from fastav.layout import MODALITY_NAMES
 from fastav.rollout import attention_rollout
-from jobs.calibrate import add_input_arguments, load_inputs
+from jobs.inputs import load_inputs, tool_parser
 
 
 def spans(labels: list[int]) -> list[tuple[str, int, int]]:
@@ -38,10 +37,7 @@ def spans(labels: list[int]) -> list[tuple[str, int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fastav rollout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_input_arguments(parser)
+    parser = tool_parser("fastav rollout", __doc__)
     parser.add_argument("--index", type=int, default=0, help="which input (the job's n-th video, n-th token entry)")
     parser.add_argument("--bins", type=int, default=64, help="position bins of the heatmap")
     parser.add_argument("--out", type=Path, default=Path("rollout"))
