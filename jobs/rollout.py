@@ -5,8 +5,9 @@
 
 The analysis behind FastAV's positional cut (arXiv 2601.13143): for one input, how much the last position
 draws, through rollout, on each modality span and on early vs late audio/video tokens at every layer
-(fastav.rollout). If the late AV tokens still carry a real share in the layers after the global layer, a
-positional cut drops information this model uses: calibrate a score-based rule instead. Writes rollout.json
+(fastav.rollout). A real late-AV share after the global layer argues against a positional cut; an early-
+dominated rollout does not prove the cut safe (README: on SmolLM2 it was the worst rule even so), so decide
+with `fastav calibrate`. Writes rollout.json
 and rollout.png (layers x positions heatmap) to --out and prints the per-layer shares.
 """
 
