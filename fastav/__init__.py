@@ -4,6 +4,9 @@ pruner = fastav.enable(model, FastAVConfig())       # or fastav.enable(model, pr
 out = model.generate(**inputs, max_new_tokens=64)   # pruned prefill, decode on the pruned caches
 pruner.stats                                        # one SampleStats per row of the last prefill
 fastav.disable(model)                               # the model is exactly as before
+
+Quality tools: `fastav.agreement` (teacher-forced top-1 / KL against the unpruned model), `fastav.calibration`
+(sweeps, frontier, best setting under a FLOPs budget), `fastav.rollout` (attention rollout of the last query).
 """
 
 from __future__ import annotations
