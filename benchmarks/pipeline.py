@@ -105,7 +105,9 @@ def main() -> None:
         testing.save_omni_thinker(workdir / "ckpt", processor=True)
         size = tuple(int(x) for x in args.size.lower().split("x"))
         synthetic.write_corpus(workdir / "videos", count=args.clips, seconds=args.seconds, fps=24, size=size)
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, logging_level=logging.WARNING
+        )
         ray.data.DataContext.get_current().enable_progress_bars = False
         # Warm-up on the same clips (worker processes, imports, file cache), as a long-running cluster is.
         run(make_config(workdir, "fastav", args.batch_size))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 
 import ray
@@ -68,7 +69,12 @@ def quiet_ray() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we know
     if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING, log_to_driver=False)
+        # RAY_ADDRESS (set by Ray's job API and KubeRay) names the cluster; without it, a fresh local Ray. Not
+        # ray.init()'s default: it attaches to the last `ray start` cluster recorded in /tmp/ray, and a cluster
+        # stopped by a signal (as the README's recipe does) leaves that record behind, so a later run would wait
+        # minutes for a GCS that is gone.
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
 
 
 def run(config: PipelineConfig, retry_errors: bool | None = None) -> dict:
