@@ -37,12 +37,11 @@ def test_embedded_default_runs_end_to_end(ray_cluster, tmp_path, capsys):
 def test_a_stale_ray_cluster_record_does_not_capture_a_local_run(tmp_path):
     """`ray start` nodes stopped by a signal (the README recipe's `kill %1 %2`) leave their address in Ray's
     temp dir; a later local run must start its own Ray instead of waiting for that dead cluster's GCS."""
-    import os
     import shutil
     import socket
-    import subprocess
-    import sys
     import tempfile
+
+    from tests.jobrun import batch_infer
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     with socket.socket() as probe:  # a port nobody listens on
@@ -50,17 +49,9 @@ def test_a_stale_ray_cluster_record_does_not_capture_a_local_run(tmp_path):
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text(dead)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env = {"RAY_ADDRESS": None, "RAY_TMPDIR": str(ray_tmp), "HF_HUB_OFFLINE": "1"}
     try:  # before the fix: a GCS connection retried until the timeout
-        proc = subprocess.run(
-            [sys.executable, "-m", "jobs.batch_infer", "--workdir", str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        proc = batch_infer("--workdir", str(tmp_path), env=env, timeout=180)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "videos          8 (8 success, 0 error)" in proc.stdout
         assert any((ray_tmp / "ray").glob("session_2*"))  # its own local Ray, under the given temp dir

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +11,8 @@ import yaml
 from pipeline.errors import InputError
 from pipeline.preflight import preflight
 from tests.conftest import _free_port
+from tests.jobrun import batch_infer
 from tests.pipeline.test_graph import config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +79,7 @@ def test_the_job_exits_2_with_one_line_before_ray_starts(buckets, s3_endpoint, t
     bad = job(s3_endpoint, checkpoint=str(tmp_path / "no-checkpoint"))
     config_file.write_text(yaml.safe_dump(bad.model_dump(mode="json")))
     sessions = set(Path("/tmp/ray").glob("session_2*")) if Path("/tmp/ray").exists() else set()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobs.batch_infer", "--config", str(config_file)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = batch_infer("--config", str(config_file), env={"RAY_ADDRESS": None}, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("batch_infer: model.checkpoint ") and "no config.json" in lines[0]

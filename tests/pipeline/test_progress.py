@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import yaml
 
 from pipeline.progress import Progress
+from tests.jobrun import batch_infer
 from tests.pipeline.conftest import write_local
 from tests.pipeline.test_graph import config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Terminal(io.StringIO):
@@ -64,15 +59,7 @@ def test_the_job_log_shows_progress_lines_and_no_ray_noise(ray_cluster, omni_che
     )
     config_file = tmp_path / "job.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobs.batch_infer", "--config", str(config_file)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    proc = batch_infer("--config", str(config_file), env={"RAY_ADDRESS": ray_cluster}, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     progress = re.findall(r"progress: (\d+)/8 videos .* videos/s, .*, (\d+) errors, .* saved", log)

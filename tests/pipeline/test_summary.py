@@ -4,9 +4,7 @@ its reads, and when it still cannot be built the data stays complete and the job
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -14,10 +12,9 @@ import pytest
 import yaml
 
 from pipeline.summary import format_summary
+from tests.jobrun import batch_infer
 from tests.pipeline.test_graph import config, download_parts
 from tests.s3proxy import FaultyS3Proxy
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -30,15 +27,7 @@ def proxy(s3_endpoint):
 def _run_job(cfg, tmp_path: Path, ray_address: str) -> subprocess.CompletedProcess:
     config_file = tmp_path / "job.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    env = {**os.environ, "RAY_ADDRESS": ray_address, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.batch_infer", "--config", str(config_file)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    return batch_infer("--config", str(config_file), env={"RAY_ADDRESS": ray_address}, timeout=500)
 
 
 def _corpus(s3, bucket: str, clips: dict, count: int) -> None:
