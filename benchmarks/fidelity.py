@@ -9,7 +9,7 @@ Inputs: windows of real English text that ship with the OS and Python (the licen
 /usr/share/common-licenses and CPython's LICENSE), in a VideoLLaMA2-like layout: the chat template's system
 turn, a prunable span of `--span` tokens (the text, labelled as video), and a question. For each window the
 unpruned model's greedy answer (`--steps` tokens) is the reference; each rule's pruned model is forced along
-it (fastav.agreement): top-1 agreement and KL(unpruned || pruned) per step.
+it (fastav.quality.agreement): top-1 agreement and KL(unpruned || pruned) per step.
 
 Budgets are matched: the paper's setting (global at L/2, keep 1/3, P=0.2) fixes the FLOPs ratio, and every
 other rule's free knob is solved for the same ratio on this layout (FastV's R at K=2, gradual's keep), so the
@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 
 from fastav import FastAVConfig, Modality, SpanLayout
-from fastav.agreement import compare, reference
-from fastav.calibration import flops_ratio, solve
 from fastav.flops import ModelDims
+from fastav.quality.agreement import compare, reference
+from fastav.quality.calibration import flops_ratio, solve
 
 RESULTS = Path(__file__).parent / "results"
 TEXTS = [

@@ -5,8 +5,9 @@ out = model.generate(**inputs, max_new_tokens=64)   # pruned prefill, decode on 
 pruner.stats                                        # one SampleStats per row of the last prefill
 fastav.disable(model)                               # the model is exactly as before
 
-Quality tools: `fastav.agreement` (teacher-forced top-1 / KL against the unpruned model), `fastav.calibration`
-(sweeps, frontier, best setting under a FLOPs budget), `fastav.rollout` (attention rollout of the last query).
+The pruning core is this package's top level; `fastav.families` holds one module per model family (the layout,
+first prunable layer and processor inputs of Qwen2.5-Omni, Qwen3-Omni, Qwen3-VL, Qwen2.5-VL and plain
+decoders), `fastav.quality` the quality tools (agreement, calibration, attention rollout).
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import weakref
 
 import torch
 
+from fastav.adapter import UnsupportedModelError
 from fastav.config import FastAVConfig
+from fastav.families import FAMILIES, family_of, resolve, supported_classes
 from fastav.layout import Layout, Modality, SpanLayout, TokenIdLayout
-from fastav.models import UnsupportedModelError, resolve, supported_classes
 from fastav.plan import PlanError
 from fastav.presets import PRESETS, Preset, get_preset
 from fastav.pruner import Pruner
 from fastav.stats import SampleStats
 
 __all__ = [
+    "FAMILIES",
     "PRESETS",
     "FastAVConfig",
     "Layout",
@@ -37,6 +40,7 @@ __all__ = [
     "UnsupportedModelError",
     "disable",
     "enable",
+    "family_of",
     "get_preset",
     "pruner_of",
     "supported_classes",

@@ -19,7 +19,7 @@ from fastav.tokens import planned_stats
 
 
 def preset_stats(preset: Preset, config: FastAVConfig) -> SampleStats:
-    return planned_stats(preset.labels(), config, preset.dims)
+    return planned_stats(preset.labels(), config, preset.dims, preset.min_prune_layer)
 
 
 def _configs(preset: Preset, args: argparse.Namespace) -> list[FastAVConfig]:
@@ -45,7 +45,15 @@ def _configs(preset: Preset, args: argparse.Namespace) -> list[FastAVConfig]:
 def _print_table(preset: Preset, stats: SampleStats) -> None:
     d = preset.dims
     print(f"preset {preset.name}: {preset.description}")
-    print(f"  decoder: {d.num_layers} layers, hidden {d.hidden}, {d.heads} heads / {d.kv_heads} KV, FFN {d.ffn}")
+    mlp = (
+        f"MoE {d.experts} experts, {d.experts_per_token} active of width {d.expert_ffn}"
+        + (f" + shared {d.shared_expert_ffn}" if d.shared_expert_ffn else "")
+        if d.is_moe
+        else f"FFN {d.ffn}"
+    )
+    print(f"  decoder: {d.num_layers} layers, hidden {d.hidden}, {d.heads} heads / {d.kv_heads} KV, {mlp}")
+    if preset.min_prune_layer > 1:
+        print(f"  first prunable layer: {preset.min_prune_layer} (deepstack features are added before it)")
     print("  input: " + ", ".join(f"{k} {v}" for k, v in stats.input_tokens.items() if v))
     for line in preset.assumptions:
         print(f"  assumption: {line}")
@@ -53,7 +61,8 @@ def _print_table(preset: Preset, stats: SampleStats) -> None:
     print()
     print(f"{'layer':>5} {'tokens':>7} {'AV':>6} {'GFLOPs real':>12} {'GFLOPs FastV':>13}")
     for layer, (n, av) in enumerate(zip(stats.tokens_per_layer, stats.av_tokens_per_layer, strict=True)):
-        print(f"{layer:>5} {n:>7} {av:>6} {layer_flops(n, d) / 1e9:>12.1f} {fastv_layer_flops(n, d) / 1e9:>13.1f}")
+        real, fastv = layer_flops(n, d, layer) / 1e9, fastv_layer_flops(n, d, layer) / 1e9
+        print(f"{layer:>5} {n:>7} {av:>6} {real:>12.1f} {fastv:>13.1f}")
     print()
 
 
@@ -85,7 +94,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     for name, preset in sorted(PRESETS.items()):
-        print(f"{name:16} {preset.description}")
+        print(f"{name:22} {preset.description}")
     return 0
 
 

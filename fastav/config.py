@@ -56,9 +56,17 @@ class FastAVConfig(BaseModel):
     fine_layers: tuple[int, ...] | None = Field(
         default=None, description="Layers with fine pruning; None means every layer after global_layer."
     )
-    fastv_layer: int = Field(default=2, description="FastV: layer K before which tokens are dropped.")
+    fastv_layer: int | None = Field(
+        default=None,
+        description="FastV: layer K before which tokens are dropped; None means 2, or the model's first prunable "
+        "layer if later (deepstack models).",
+    )
     fastv_ratio: float = Field(default=0.5, ge=0.0, lt=1.0, description="FastV: fraction R of AV tokens dropped.")
-    gradual_start: int = Field(default=2, description="gradual: the first layer before which AV tokens are dropped.")
+    gradual_start: int | None = Field(
+        default=None,
+        description="gradual: the first layer before which AV tokens are dropped; None means 2, or the model's first "
+        "prunable layer if later (deepstack models).",
+    )
     gradual_keep: float = Field(
         default=0.25,
         gt=0.0,

@@ -48,15 +48,19 @@ class Plan:
         return next((s.layer for s in self.steps if s.is_global), None)
 
 
+DEFAULT_EARLY_LAYER = 2  # fastv_layer / gradual_start when unset (FastV's K=2), unless the family forbids it
+
+
 class PlanError(ValueError):
     """A config field does not fit the model it is applied to."""
 
 
-def _check_layer(field: str, layer: int, num_layers: int, min_layer: int) -> None:
+def _check_layer(field: str, layer: int, num_layers: int, min_layer: int, reason: str = "") -> None:
     if not min_layer <= layer < num_layers:
+        why = f"; {reason}" if reason and layer < min_layer else ""
         raise PlanError(
             f"FastAVConfig.{field}={layer} is outside this model's prunable layers "
-            f"[{min_layer}, {num_layers - 1}] (the model has {num_layers} decoder layers)"
+            f"[{min_layer}, {num_layers - 1}] (the model has {num_layers} decoder layers{why})"
         )
 
 
@@ -65,30 +69,32 @@ def gradual_fraction(keep: float, steps: int) -> float:
     return 1.0 - keep ** (1.0 / steps)
 
 
-def build_plan(config: FastAVConfig, num_layers: int, min_layer: int = 1) -> Plan:
+def build_plan(config: FastAVConfig, num_layers: int, min_layer: int = 1, min_reason: str = "") -> Plan:
     """Resolve defaults against the model depth and validate every layer index.
 
-    `min_layer` is the first layer a model family allows pruning before (1 everywhere; 3 for models that add
-    deepstack visual features in early layers).
+    `min_layer` is the first layer a model family allows pruning before (1 for most; for models that add
+    deepstack visual features after their first k layers, k), `min_reason` says why in errors.
     """
     if config.strategy == "none":
         return Plan((), num_layers)
     if config.strategy == "fastv":
-        _check_layer("fastv_layer", config.fastv_layer, num_layers, min_layer)
-        return Plan((PruneStep(config.fastv_layer, "drop_fraction", config.fastv_ratio, is_global=True),), num_layers)
+        layer = config.fastv_layer if config.fastv_layer is not None else max(DEFAULT_EARLY_LAYER, min_layer)
+        _check_layer("fastv_layer", layer, num_layers, min_layer, min_reason)
+        return Plan((PruneStep(layer, "drop_fraction", config.fastv_ratio, is_global=True),), num_layers)
     if config.strategy == "gradual":
-        _check_layer("gradual_start", config.gradual_start, num_layers, min_layer)
-        fraction = gradual_fraction(config.gradual_keep, num_layers - config.gradual_start)
-        return Plan(tuple(PruneStep(l, "drop_fraction", fraction) for l in range(config.gradual_start, num_layers)),
+        start = config.gradual_start if config.gradual_start is not None else max(DEFAULT_EARLY_LAYER, min_layer)
+        _check_layer("gradual_start", start, num_layers, min_layer, min_reason)
+        fraction = gradual_fraction(config.gradual_keep, num_layers - start)
+        return Plan(tuple(PruneStep(l, "drop_fraction", fraction) for l in range(start, num_layers)),
                     num_layers)  # fmt: skip
 
     global_layer = config.global_layer if config.global_layer is not None else num_layers // 2
-    _check_layer("global_layer", global_layer, num_layers, min_layer)
+    _check_layer("global_layer", global_layer, num_layers, min_layer, min_reason)
     rule: Rule = {"fastav": "keep_first", "random": "random", "low_attentive": "keep_top"}[config.strategy]
     steps = [PruneStep(global_layer, rule, is_global=True)]
     fine_layers = config.fine_layers if config.fine_layers is not None else range(global_layer + 1, num_layers)
     for layer in fine_layers:
-        _check_layer("fine_layers", layer, num_layers, min_layer)
+        _check_layer("fine_layers", layer, num_layers, min_layer, min_reason)
         if layer <= global_layer:
             raise PlanError(
                 f"FastAVConfig.fine_layers contains {layer}, which is not after global_layer={global_layer}"

@@ -25,11 +25,10 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from fastav import attention
+from fastav.adapter import Adapter, UnsupportedModelError
 from fastav.config import FastAVConfig
-from fastav.flops import ModelDims
 from fastav.layout import Layout, modality_from_name
 from fastav.masks import DecodeMasks, PrefillMasks, mask_format
-from fastav.models import Adapter, UnsupportedModelError
 from fastav.plan import Plan, build_plan
 from fastav.stats import SampleStats, Segment, build_sample_stats
 from fastav.tokens import TokenSet
@@ -56,10 +55,10 @@ class Pruner:
     def __init__(self, adapter: Adapter, config: FastAVConfig, layout: Layout | None = None) -> None:
         self.adapter = adapter
         self.config = config
-        self.plan: Plan = build_plan(config, adapter.num_layers, adapter.min_prune_layer)
+        self.plan: Plan = build_plan(config, adapter.num_layers, adapter.min_prune_layer, adapter.min_prune_reason)
         self.layout = layout if layout is not None else adapter.default_layout
         self.prunable = tuple(modality_from_name(m) for m in config.modalities)
-        self.dims = ModelDims.from_config(adapter.text_config)
+        self.dims = adapter.model_dims
         # Results of the last prefill, readable after forward() / generate():
         self.scores: dict[int, torch.Tensor] = {}  # scoring layer -> (B, slots) last-query head-mean attention
         self.layer_positions: dict[int, torch.Tensor] = {}  # layer -> (B, slots) original position of each slot
@@ -130,7 +129,10 @@ class Pruner:
         settings = self.config.summary()
         if self.config.strategy in ("fastav", "random", "low_attentive"):
             settings["global_layer"] = self.plan.global_layer
+        if self.config.strategy == "fastv":
+            settings["fastv_layer"] = self.plan.global_layer
         if self.config.strategy == "gradual" and self.plan.steps:
+            settings["gradual_start"] = self.plan.first_prune_layer
             settings["drop_per_layer"] = round(self.plan.steps[0].fraction, 6)
         return settings
 

@@ -3,7 +3,7 @@
     fastav calibrate --config job.yaml --inputs 8 --max-flops 0.56 --out calibration/
     fastav calibrate --checkpoint ./qwen2 --tokens prompts.json --max-flops 0.5 --out calibration/
 
-Sweeps strategies x budgets (fastav.calibration.grid) on a few inputs: the job's own videos through its decode
+Sweeps strategies x budgets (fastav.quality.calibration.grid) on a few inputs: the job's own videos through its decode
 and prompt settings, or token ids with prunable spans for a text decoder (pipeline.samples). Each input's
 unpruned greedy continuation (--steps tokens) is the reference; every setting is forced along it and scored by
 top-1 agreement and KL. Prints the frontier, and writes to --out: calibration.json (every point), frontier.png,
@@ -22,9 +22,9 @@ import yaml
 from pydantic import ValidationError
 
 from fastav import UnsupportedModelError
-from fastav.agreement import reference
-from fastav.calibration import STRATEGIES, Point, best_under, frontier, grid, sweep
-from fastav.models import resolve
+from fastav.families import resolve
+from fastav.quality.agreement import reference
+from fastav.quality.calibration import STRATEGIES, Point, best_under, frontier, grid, sweep
 from jobs.inputs import load_inputs, tool_parser
 
 
@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, ValueError, OSError, UnsupportedModelError) as error:
         print(f"fastav calibrate: {error}", file=sys.stderr)
         return 2
-    num_layers = resolve(model).num_layers
-    configs = grid(num_layers, args.strategies)
+    adapter = resolve(model)
+    num_layers = adapter.num_layers
+    configs = grid(num_layers, args.strategies, adapter.min_prune_layer)
     print(f"calibrating {len(configs)} settings on {len(samples)} inputs x {args.steps} steps ({num_layers} layers)")
     start = time.perf_counter()
     references = [reference(model, s.prompt, s.labels, args.steps) for s in samples]

@@ -5,7 +5,7 @@
 
 The analysis behind FastAV's positional cut (arXiv 2601.13143): for one input, how much the last position
 draws, through rollout, on each modality span and on early vs late audio/video tokens at every layer
-(fastav.rollout). A real late-AV share after the global layer argues against a positional cut; an early-
+(fastav.quality.rollout). A real late-AV share after the global layer argues against a positional cut; an early-
 dominated rollout does not prove the cut safe (README: on SmolLM2 it was the worst rule even so), so decide
 with `fastav calibrate`. Writes rollout.json
 and rollout.png (layers x positions heatmap) to --out and prints the per-layer shares.
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from fastav import UnsupportedModelError
 from fastav.layout import MODALITY_NAMES
-from fastav.rollout import attention_rollout
+from fastav.quality.rollout import attention_rollout
 from jobs.inputs import load_inputs, tool_parser
 
 

@@ -18,7 +18,7 @@ from transformers.generation.streamers import BaseStreamer
 
 import fastav
 from fastav import FastAVConfig, varlen
-from fastav.agreement import StepRecorder, kl, token_agreement
+from fastav.quality.agreement import StepRecorder, kl, token_agreement
 from pipeline.config import ModelConfig
 
 THINKER_ARCHITECTURES = {

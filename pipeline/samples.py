@@ -73,7 +73,7 @@ def token_samples(
 
     runtime = resolve_runtime(model_config or ModelConfig(checkpoint=checkpoint))
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=runtime.dtype, attn_implementation="sdpa")
-    fastav.models.resolve(model)  # an unsupported model is refused here, not after loading the inputs
+    fastav.resolve(model)  # an unsupported model is refused here, not after loading the inputs
     return model.to(runtime.device).eval(), read_token_file(tokens, model.device)
 
 

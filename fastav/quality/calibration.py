@@ -3,7 +3,7 @@ unpruned model, keep the frontier, and pick the best setting under a FLOPs budge
 
 Which rule and budget keep answers close depends on the model and the data (see the README's fidelity table),
 so it is measured per model: `fastav calibrate` (jobs/calibrate.py) runs this on a checkpoint and a handful of
-the job's own inputs. Agreement is teacher-forced (fastav.agreement): every setting is scored on the same
+the job's own inputs. Agreement is teacher-forced (fastav.quality.agreement): every setting is scored on the same
 unpruned continuations, so the numbers compare settings, not sampling luck.
 """
 
@@ -14,32 +14,33 @@ from dataclasses import dataclass
 
 import torch
 
-from fastav.agreement import Reference, compare
 from fastav.config import FastAVConfig
 from fastav.flops import ModelDims
 from fastav.layout import Layout
+from fastav.quality.agreement import Reference, compare
 from fastav.tokens import planned_stats
 
 STRATEGIES = ("fastav", "random", "low_attentive", "fastv", "gradual")
 
 
-def grid(num_layers: int, strategies: Iterable[str] = STRATEGIES) -> list[FastAVConfig]:
+def grid(num_layers: int, strategies: Iterable[str] = STRATEGIES, min_layer: int = 1) -> list[FastAVConfig]:
     """The default sweep: for the global strategies the global layer (L/4, L/2) x keep ratio (1/3, 1/2) x P
     (0.1, 0.2); for FastV, K (2, L/4) x R (0.5, 0.75); for gradual, the start (2, L/4) x the AV fraction left
-    at the last layer (0.15, 0.25, 0.4). Duplicates (shallow models) appear once."""
-    early, middle = max(1, num_layers // 4), max(1, num_layers // 2)
+    at the last layer (0.15, 0.25, 0.4). Layers before `min_layer` (deepstack models) move up to it. Duplicates
+    (shallow models) appear once."""
+    early, middle = (min(max(min_layer, 1, l), num_layers - 1) for l in (num_layers // 4, num_layers // 2))
     out: dict[str, FastAVConfig] = {}
     for strategy in strategies:
         if strategy == "fastv":
             candidates = [
                 FastAVConfig(strategy="fastv", fastv_layer=min(k, num_layers - 1), fastv_ratio=r)
-                for k in (2, max(2, early))
+                for k in (max(2, min_layer), max(2, early))
                 for r in (0.5, 0.75)
             ]
         elif strategy == "gradual":
             candidates = [
                 FastAVConfig(strategy="gradual", gradual_start=min(start, num_layers - 1), gradual_keep=keep)
-                for start in (2, max(2, early))
+                for start in (max(2, min_layer), max(2, early))
                 for keep in (0.15, 0.25, 0.4)
             ]
         else:

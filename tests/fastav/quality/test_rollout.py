@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import fastav
-from fastav import FastAVConfig, Modality, rollout
+from fastav import FastAVConfig, Modality
 from fastav import testing as tiny
-from fastav.rollout import attention_rollout
+from fastav.quality import rollout
+from fastav.quality.rollout import attention_rollout
 from tests.fastav.test_equivalence import PLAIN_LAYOUT, omni_inputs, plain_inputs
 
 

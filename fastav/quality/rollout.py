@@ -28,8 +28,8 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import fastav
+from fastav.families import resolve
 from fastav.layout import COUNTED, MODALITY_NAMES, Layout, Modality, prunable_mask
-from fastav.models import resolve
 
 NAME = "fastav_rollout"
 AV = (Modality.VIDEO, Modality.AUDIO, Modality.IMAGE)

@@ -5,10 +5,11 @@ import torch
 
 from fastav import FastAVConfig, Modality, SpanLayout
 from fastav import testing as tiny
-from fastav.agreement import reference
-from fastav.calibration import Point, best_under, flops_ratio, frontier, grid, solve, sweep
 from fastav.flops import ModelDims
+from fastav.plan import PlanError, build_plan
 from fastav.presets import PRESETS
+from fastav.quality.agreement import reference
+from fastav.quality.calibration import Point, best_under, flops_ratio, frontier, grid, solve, sweep
 
 LABELS = SpanLayout(((Modality.VIDEO, 10, 1510),)).labels(None, torch.ones(1, 1530))
 
@@ -37,7 +38,14 @@ def test_grid_is_valid_and_deduplicated_for_shallow_models():
     configs = grid(28)
     assert len(configs) == 3 * 8 + 4 + 6 and len({c.model_dump_json() for c in configs}) == len(configs)
     shallow = grid(4, ["fastav", "fastv", "gradual"])
-    assert all(c.fastv_layer < 4 and c.gradual_start < 4 for c in shallow) and len(shallow) < 15
+    assert all(build_plan(c, 4).steps for c in shallow) and len(shallow) < 15
+
+
+def test_grid_starts_at_the_first_prunable_layer_of_deepstack_models():
+    configs = grid(6, min_layer=3)
+    assert all(build_plan(c, 6, min_layer=3).first_prune_layer >= 3 for c in configs)
+    with pytest.raises(PlanError, match="deepstack"):
+        build_plan(FastAVConfig(strategy="gradual", gradual_start=2), 6, 3, "deepstack adds visual features")
 
 
 def test_frontier_and_best_under():

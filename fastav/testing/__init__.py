@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2_5OmniThinkerForConditionalGeneration,
@@ -127,19 +126,31 @@ def save_omni_thinker(path: Path, seed: int = 0, processor: bool = False, encode
     return path
 
 
-def build_tokenizer():
+def byte_tokenizer(token_ids: dict[str, int], named: dict[str, str]):
+    """A byte-level Qwen2 tokenizer: the 256 byte symbols, then `token_ids` (special tokens at fixed ids);
+    `named` gives the processor-facing names (e.g. video_token) of some of them."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import Qwen2Tokenizer
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
-    vocab.update(TOKEN_ID)
+    vocab.update(token_ids)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
-        extra_special_tokens={
+        extra_special_tokens=named,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(token_ids)})
+    assert all(tokenizer.convert_tokens_to_ids(t) == i for t, i in token_ids.items()), "special token ids moved"
+    return tokenizer
+
+
+def build_tokenizer():
+    return byte_tokenizer(
+        TOKEN_ID,
+        {
             "image_token": "<|IMAGE|>",
             "audio_token": "<|AUDIO|>",
             "video_token": "<|VIDEO|>",
@@ -149,9 +160,6 @@ def build_tokenizer():
             "audio_eos_token": "<|audio_eos|>",
         },
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
-    assert all(tokenizer.convert_tokens_to_ids(t) == i for t, i in TOKEN_ID.items()), "special token ids moved"
-    return tokenizer
 
 
 def build_omni_processor():
@@ -171,13 +179,13 @@ def build_omni_processor():
 
 
 def load(path: Path, attn: str = "sdpa"):
-    arch = AutoConfig.from_pretrained(path).architectures[0]
-    cls = {
-        "Qwen2ForCausalLM": Qwen2ForCausalLM,
-        "LlamaForCausalLM": LlamaForCausalLM,
-        "Qwen2_5OmniThinkerForConditionalGeneration": Qwen2_5OmniThinkerForConditionalGeneration,
-    }[arch]
-    return cls.from_pretrained(path, attn_implementation=attn, dtype=torch.float32).eval()
+    """A tiny checkpoint through its family's loader (the class its config.json names), fp32, eval mode."""
+    import json
+
+    from fastav.families import for_checkpoint
+
+    family, architecture = for_checkpoint(json.loads((Path(path) / "config.json").read_text()))
+    return family.load(str(path), architecture, torch.float32, attn).eval()
 
 
 def left_pad(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,3 +250,44 @@ def omni_inputs(
         video_second_per_grid=torch.ones(len(specs)),
         use_audio_in_video=True,
     )
+
+
+class TinyPrompt:
+    """Prompt settings for the tiny processors (the pipeline's PromptConfig has the same fields)."""
+
+    system = "You are a helpful assistant."
+    user = "What happens in this video?"
+    min_pixels = 4 * 32 * 32
+    max_pixels = 16 * 32 * 32
+
+
+def processed_batch(path: Path, specs: list[tuple[int, int, float | None, str]], seed: int = 0) -> dict:
+    """A left-padded batch built the way the pipeline builds one: random frames (and audio) through the
+    checkpoint's own processor and its family's `processor_inputs`, then `collate`.
+
+    spec per row: (frames, frame side in pixels, audio seconds or None, user prompt).
+    """
+    import json
+
+    import numpy as np
+    from transformers import AutoProcessor
+
+    from fastav.families import for_checkpoint
+    from fastav.families.base import collate
+
+    family, _ = for_checkpoint(json.loads((Path(path) / "config.json").read_text()))
+    processor = AutoProcessor.from_pretrained(path)
+    rng = np.random.default_rng(seed)
+    rows, audio_flags = [], []
+    for frames, side, seconds, user in specs:
+        video = rng.integers(0, 256, (frames, side, side, 3), dtype=np.uint8)
+        audio = None
+        if seconds is not None and family.takes_audio():
+            audio = (0.1 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)
+        rows.append(family.processor_inputs(processor, video, 2.0, audio, TinyPrompt(), user))
+        audio_flags.append(audio is not None)
+    if len(set(audio_flags)) > 1:
+        raise ValueError("a batch is either all audio-in-video or all video-only (one flag per forward)")
+    batch = collate(rows, processor.tokenizer.pad_token_id, "cpu", torch.float32)
+    batch.update(family.forward_kwargs(audio_flags[0]))
+    return batch

@@ -9,7 +9,7 @@ import torch
 import fastav
 from fastav import FastAVConfig, Modality, SpanLayout
 from fastav import testing as tiny
-from fastav.agreement import compare, kl, reference, token_agreement
+from fastav.quality.agreement import compare, kl, reference, token_agreement
 from tests.fastav.test_equivalence import omni_inputs
 
 SPAN = SpanLayout(((Modality.VIDEO, 4, 60),))

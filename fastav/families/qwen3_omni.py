@@ -1,0 +1,71 @@
+"""Qwen3-Omni: the thinker (`Qwen3OmniMoeThinkerForConditionalGeneration`, an MoE decoder) prunes; a full
+`Qwen3OmniMoeForConditionalGeneration` is pruned through its thinker.
+
+Audio-in-video interleaves per temporal grid of frames inside one <vision_start><audio_start>...<audio_end>
+span; every placeholder says what it is, so the layout is by token id, read from the loaded config (the
+checkpoints' ids differ from the config class defaults). The forward needs `use_audio_in_video` and
+`video_second_per_grid`. Deepstack adds visual features after the first k text layers through a mask over
+the full-length sequence, so the first prunable layer is k (from the vision config).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import PretrainedConfig
+
+from fastav.families.base import Family, Prompt, conversation, per_video, token_layout
+from fastav.families.qwen3_vl import deepstack_layers
+from fastav.layout import Layout
+
+THINKER = "Qwen3OmniMoeThinkerForConditionalGeneration"
+FULL = "Qwen3OmniMoeForConditionalGeneration"
+
+
+class Qwen3Omni(Family):
+    name = "qwen3_omni"
+    title = "Qwen3-Omni (thinker, MoE)"
+    classes = (THINKER, FULL)
+    modalities = ("video", "audio")
+
+    def top(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.thinker if hasattr(model, "thinker") else model
+
+    def layout(self, config: PretrainedConfig) -> Layout:
+        return token_layout(config, video="video_token_id", audio="audio_token_id", image="image_token_id")
+
+    def min_prune_layer(self, config: PretrainedConfig) -> int:
+        return max(1, deepstack_layers(config))
+
+    def min_prune_reason(self, config: PretrainedConfig) -> str:
+        k = deepstack_layers(config)
+        return f"deepstack adds visual features after text layers 0..{k - 1}" if k else ""
+
+    def load(self, path: str, architecture: str, dtype: torch.dtype, attn: str) -> torch.nn.Module:
+        from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
+
+        # From a full checkpoint this loads the `thinker.` weights only (talker and code2wav stay on disk).
+        return Qwen3OmniMoeThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+
+    def processor_inputs(
+        self, processor, frames: np.ndarray, fps: float, audio: np.ndarray | None, prompt: Prompt, user: str | None
+    ) -> dict[str, np.ndarray]:
+        text = processor.apply_chat_template(
+            conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
+        )
+        kwargs = dict(
+            text=[text],
+            videos=[frames],
+            fps=float(fps),
+            do_sample_frames=False,
+            cap_pixels_per_frame=True,
+            # given on every call: the processor's class default would override the saved video size
+            size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels},
+            return_tensors="np",
+        )
+        if audio is not None:
+            kwargs.update(audio=[audio], audio_from_video_indices=[0], load_audio_from_video=True)
+        return per_video(processor(**kwargs))
+
+    def forward_kwargs(self, audio_in_video: bool) -> dict[str, object]:
+        return {"use_audio_in_video": audio_in_video}

@@ -1,0 +1,56 @@
+"""Qwen3-VL, dense (`Qwen3VLForConditionalGeneration`) and MoE (`Qwen3VLMoeForConditionalGeneration`): video only.
+
+Each temporal grid of frames gets its own vision span behind a text timestamp ("<3.8 seconds>"); timestamps
+are text and are never pruned. Deepstack: after text layers 0..k-1 (k = len(vision_config.
+deepstack_visual_indexes)) the model adds visual features through a boolean mask over the full-length
+sequence, so the first prunable layer is k. Positions need `mm_token_type_ids` (the model raises without it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from transformers import PretrainedConfig
+
+from fastav.families.base import Family, Prompt, conversation, per_video, token_layout
+from fastav.families.qwen2_5_vl import video_metadata
+from fastav.layout import Layout
+
+
+def deepstack_layers(config: PretrainedConfig) -> int:
+    """How many text layers receive deepstack features (the vision tower's `deepstack_visual_indexes`)."""
+    vision = getattr(config, "vision_config", None)
+    return len(getattr(vision, "deepstack_visual_indexes", None) or ())
+
+
+class Qwen3VL(Family):
+    name = "qwen3_vl"
+    title = "Qwen3-VL (dense and MoE)"
+    classes = ("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")
+    modalities = ("video",)
+
+    def layout(self, config: PretrainedConfig) -> Layout:
+        return token_layout(config, video="video_token_id", audio=None, image="image_token_id")
+
+    def min_prune_layer(self, config: PretrainedConfig) -> int:
+        return max(1, deepstack_layers(config))
+
+    def min_prune_reason(self, config: PretrainedConfig) -> str:
+        k = deepstack_layers(config)
+        return f"deepstack adds visual features after text layers 0..{k - 1}" if k else ""
+
+    def processor_inputs(
+        self, processor, frames: np.ndarray, fps: float, audio: np.ndarray | None, prompt: Prompt, user: str | None
+    ) -> dict[str, np.ndarray]:
+        text = processor.apply_chat_template(
+            conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
+        )
+        out = processor(
+            text=[text],
+            videos=[frames],
+            video_metadata=video_metadata(frames, fps),
+            do_sample_frames=False,
+            # Qwen3-VL's video size bounds count the pixels of the whole clip: the per-frame cap times the frames
+            size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels * len(frames)},
+            return_tensors="np",
+        )
+        return per_video(out)
