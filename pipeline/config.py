@@ -74,6 +74,11 @@ class PromptConfig(_Strict):
 
 class ModelConfig(_Strict):
     checkpoint: str = Field(description="local directory or s3://bucket/prefix of a transformers checkpoint")
+    family: Literal["auto", "qwen2_5_omni", "qwen3_omni", "qwen3_vl", "qwen2_5_vl"] = Field(
+        default="auto",
+        description="model family (fastav.families); auto: from the checkpoint's architectures. Any other value "
+        "must agree with the checkpoint",
+    )
     cache_dir: str = Field(default="~/.cache/fastav/models", description="per-node download cache for s3://")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "varlen", "eager"] = Field(

@@ -44,6 +44,7 @@ class InferActor:
         node = node_id()
         for row in rows:
             row["model_id"], row["fastav_settings"], row["infer_node"] = self.model_id, self.settings, node
+            row["model_family"] = self.runner.family.name
         for flag in (True, False):
             group = [r for r in rows if r.get("status") == OK and bool(r.get("use_audio_in_video")) == flag]
             if not group:

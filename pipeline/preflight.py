@@ -6,6 +6,7 @@ An unreachable endpoint is found with one TCP connect (seconds), not after the c
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,21 @@ def _check_checkpoint(config: PipelineConfig, storage: Storage) -> None:
         guarded("model.checkpoint", checkpoint, storage, lambda: storage.check_bucket(checkpoint))
     if not guarded("model.checkpoint", checkpoint, storage, lambda: storage.exists(marker)):
         raise InputError(f"model.checkpoint {checkpoint}: no config.json there (not a transformers checkpoint)")
+    _check_family(config, storage, marker)
+
+
+def _check_family(config: PipelineConfig, storage: Storage, marker: str) -> None:
+    """The checkpoint's family, from its config.json alone: an unsupported model (or one that takes no video)
+    is refused here, before any video is decoded or any weights load."""
+    from fastav.adapter import UnsupportedModelError
+    from fastav.families import for_checkpoint, require_video
+
+    checkpoint = config.model.checkpoint
+    raw = guarded("model.checkpoint", checkpoint, storage, lambda: storage.read(marker))
+    try:
+        require_video(*for_checkpoint(json.loads(raw), config.model.family))
+    except (UnsupportedModelError, ValueError) as error:
+        raise InputError(f"model.checkpoint {checkpoint}: {error}") from None
 
 
 def _check_output(config: PipelineConfig, storage: Storage) -> None:

@@ -1,5 +1,5 @@
-"""The model side of inference, free of Ray and object storage: load a Qwen2.5-Omni thinker with FastAV, batch
-per-video inputs, generate, and turn FastAV's stats into output columns.
+"""The model side of inference, free of Ray and object storage: load a checkpoint of a supported family
+(`fastav.families`) with FastAV, batch per-video inputs, generate, and turn FastAV's stats into output columns.
 
 The Ray actor (`pipeline.infer`) wraps this for the pipeline; `benchmarks/gpu.py` runs it directly on a GPU
 machine that has no Ray, so the benchmark measures the code the pipeline runs.
@@ -18,14 +18,11 @@ from transformers.generation.streamers import BaseStreamer
 
 import fastav
 from fastav import FastAVConfig, varlen
+from fastav.families import for_checkpoint, require_video
+from fastav.families.base import collate
 from fastav.quality.agreement import StepRecorder, kl, token_agreement
 from pipeline.config import ModelConfig
-
-THINKER_ARCHITECTURES = {
-    "Qwen2_5OmniThinkerForConditionalGeneration",
-    "Qwen2_5OmniForConditionalGeneration",
-    "Qwen2_5OmniModel",
-}
+from pipeline.preprocess import checkpoint_config
 
 
 @dataclass(frozen=True)
@@ -47,19 +44,12 @@ def resolve_runtime(config: ModelConfig) -> Runtime:
 
 
 def load_model(path: str, config: ModelConfig):
-    """The thinker on its device, in eval mode, with the resolved attention backends. Returns (model, runtime)."""
-    from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
-
-    architectures = set(AutoConfig.from_pretrained(path).architectures or [])
-    if not architectures & THINKER_ARCHITECTURES:
-        raise fastav.UnsupportedModelError(
-            f"model.checkpoint has architectures {sorted(architectures)}; the pipeline runs Qwen2.5-Omni "
-            f"checkpoints ({', '.join(sorted(THINKER_ARCHITECTURES))})"
-        )
+    """The checkpoint's model through its family (refused before loading when no family supports it, or when it
+    takes no video), on its device, in eval mode, with the resolved attention backends. Returns (model, runtime)."""
+    family, architecture = for_checkpoint(checkpoint_config(path), config.family)
+    require_video(family, architecture)
     runtime = resolve_runtime(config)
-    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        path, dtype=runtime.dtype, attn_implementation=runtime.attn
-    )
+    model = family.load(path, architecture, runtime.dtype, runtime.attn)
     return prepare(model, runtime), runtime
 
 
@@ -68,33 +58,6 @@ def prepare(model, runtime: Runtime):
     if runtime.encoder_attn != runtime.attn:
         varlen.use_for_encoders(model, runtime.encoder_attn)
     return model.to(runtime.device).eval()
-
-
-def collate(inputs: list[dict[str, np.ndarray]], pad_id: int, device: str, dtype: torch.dtype) -> dict:
-    """One batch from per-video inputs (read-only views of the payloads: only ever copied from)."""
-    width = max(len(x["input_ids"]) for x in inputs)
-    ids = np.full((len(inputs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(inputs), width), dtype=np.int64)
-    for i, x in enumerate(inputs):  # left padding: the last position is real in every row
-        ids[i, width - len(x["input_ids"]) :] = x["input_ids"]
-        mask[i, width - len(x["input_ids"]) :] = 1
-    batch = {"input_ids": ids, "attention_mask": mask}
-    for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid"):
-        batch[key] = np.concatenate([x[key] for x in inputs])
-    if "input_features" in inputs[0]:
-        # Features arrive trimmed to their valid frames: pad to the longest (the model reads masked frames only).
-        frames = max(x["input_features"].shape[-1] for x in inputs)
-        features = np.zeros((len(inputs), inputs[0]["input_features"].shape[0], frames), dtype=np.float32)
-        feature_mask = np.zeros((len(inputs), frames), dtype=np.int64)
-        for i, x in enumerate(inputs):
-            features[i, :, : x["input_features"].shape[-1]] = x["input_features"]
-            feature_mask[i, : x["feature_attention_mask"].shape[-1]] = x["feature_attention_mask"]
-        batch["input_features"], batch["feature_attention_mask"] = features, feature_mask
-    tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-    for key in ("pixel_values_videos", "input_features"):
-        if key in tensors:
-            tensors[key] = tensors[key].to(dtype)
-    return {k: v.to(device) for k, v in tensors.items()}
 
 
 def stats_columns(stats: fastav.SampleStats) -> dict:
@@ -139,12 +102,13 @@ def is_shadow(video_id: str, fraction: float) -> bool:
 
 
 class ModelRunner:
-    """A loaded thinker with FastAV installed (strategy `none` is the unpruned baseline through the same code),
+    """A loaded model with FastAV installed (strategy `none` is the unpruned baseline through the same code),
     its tokenizer, and batched greedy generation; shadow rows are also generated unpruned for comparison."""
 
     def __init__(self, model, tokenizer, fastav_config: FastAVConfig, max_new_tokens: int) -> None:
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.pruner = fastav.enable(model, fastav_config)
+        self.family = fastav.family_of(model)
         eos = model.generation_config.eos_token_id
         self._stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._stop.add(tokenizer.pad_token_id)
@@ -160,7 +124,7 @@ class ModelRunner:
         with torch.inference_mode():
             out = self.model.generate(
                 **batch,
-                use_audio_in_video=audio_in_video,
+                **self.family.forward_kwargs(audio_in_video),
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,

@@ -31,11 +31,12 @@ class Sample:
 
 
 def job_samples(config: PipelineConfig, count: int) -> tuple[object, list[Sample]]:
-    """The job's thinker and its first `count` videos that decode (a video that does not is skipped, logged)."""
+    """The job's model and its first `count` videos that decode (a video that does not is skipped, logged)."""
+    from fastav.families.base import collate
     from pipeline.checkpoint import local_checkpoint
     from pipeline.decode import decode_video
-    from pipeline.preprocess import load_processor, model_inputs, processor_outputs
-    from pipeline.runner import collate, load_model
+    from pipeline.preprocess import load_processor, video_inputs
+    from pipeline.runner import load_model
     from pipeline.source import list_videos
     from pipeline.storage import Storage
 
@@ -43,6 +44,7 @@ def job_samples(config: PipelineConfig, count: int) -> tuple[object, list[Sample
     path = str(local_checkpoint(config.model, storage))
     model, _ = load_model(path, config.model)
     processor = load_processor(path)
+    family = fastav.family_of(model)
     samples = []
     for video in list_videos(config.source, storage):
         if len(samples) == count:
@@ -52,11 +54,11 @@ def job_samples(config: PipelineConfig, count: int) -> tuple[object, list[Sample
         except Exception as error:
             log.warning("skipping %s: %s", video["uri"], error)
             continue
-        out = processor_outputs(
-            processor, decoded.frames, decoded.sample_fps, decoded.audio, config.prompt, video.get("prompt")
+        inputs = video_inputs(
+            family, processor, decoded.frames, decoded.sample_fps, decoded.audio, config.prompt, video.get("prompt")
         )
-        prompt = collate([model_inputs(out)], processor.tokenizer.pad_token_id, model.device, model.dtype)
-        prompt["use_audio_in_video"] = decoded.audio is not None
+        prompt = collate([inputs], processor.tokenizer.pad_token_id, model.device, model.dtype)
+        prompt.update(family.forward_kwargs("input_features" in inputs))
         samples.append(Sample(video["uri"], prompt, None))
     if not samples:
         raise ValueError(f"source.uri {config.source.uri}: no video could be decoded")

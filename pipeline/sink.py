@@ -32,7 +32,9 @@ SCHEMA = pa.schema(
         pa.field("output_text", pa.string()),
         pa.field("prompt", pa.string()),  # per-row prompt from a manifest, else null (config prompt)
         pa.field("frames_used", pa.int32()),
-        pa.field("audio_seconds", pa.float64()),  # audio fed to the model (0: no audio track)
+        pa.field("has_audio", pa.bool_()),  # the file has an audio track
+        pa.field("audio_used", pa.bool_()),  # the track reached the model (false: none, or a video-only model)
+        pa.field("audio_seconds", pa.float64()),  # audio fed to the model (0: not used)
         pa.field("audio_truncated", pa.bool_()),  # the track went on past decode.max_audio_seconds
         pa.field("video_seconds", pa.float64()),
         pa.field("decoder", pa.string()),  # decord | pyav
@@ -61,6 +63,7 @@ SCHEMA = pa.schema(
         pa.field("decode_node", pa.string()),  # Ray node ids that decoded / ran the model
         pa.field("infer_node", pa.string()),
         pa.field("model_id", pa.string()),
+        pa.field("model_family", pa.string()),  # fastav.families name: qwen2_5_omni, qwen3_omni, qwen3_vl, ...
         pa.field("fastav_settings", pa.string()),  # JSON of the FastAV settings that ran
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),

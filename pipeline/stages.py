@@ -7,7 +7,7 @@ import numpy as np
 from pipeline.checkpoint import local_checkpoint
 from pipeline.config import DecodeConfig, ModelConfig, PromptConfig, StorageConfig
 from pipeline.decode import VideoError, deadline, decode_video
-from pipeline.preprocess import load_processor, model_inputs, processor_outputs
+from pipeline.preprocess import checkpoint_family, load_processor, video_inputs
 from pipeline.rows import map_ok_rows, pack, timed, to_batch, to_rows, unpack
 from pipeline.storage import Storage
 
@@ -47,21 +47,27 @@ class DecodeStage:
 
 
 class PreprocessStage:
-    """Build model inputs with the checkpoint's own processor (loaded once per worker process)."""
+    """Build model inputs with the checkpoint's own processor (loaded once per worker process) the way its family
+    calls it. A video-only family leaves the audio out, and the row says so (`audio_used`, `audio_seconds` 0)."""
 
     def __init__(self, prompt: PromptConfig, model: ModelConfig, storage: StorageConfig) -> None:
         self.prompt, self.model, self.storage = prompt, model, storage
 
     def _row(self, row: dict) -> None:
         with timed(row, "preprocess_ms"):
-            processor = load_processor(str(local_checkpoint(self.model, Storage(self.storage))))
+            path = str(local_checkpoint(self.model, Storage(self.storage)))
+            family = checkpoint_family(path, self.model.family)
+            processor = load_processor(path)
             media = unpack(row.pop("media"))  # read-only views of the payload
             frames = np.array(media["frames"])  # the processor wraps frames in torch tensors: those want writable
-            audio = media["audio"] if row["has_audio"] else None
+            audio = media["audio"] if row["has_audio"] and family.takes_audio() else None
             fps = float(media["sample_fps"])
-            inputs = model_inputs(processor_outputs(processor, frames, fps, audio, self.prompt, row.get("prompt")))
+            inputs = video_inputs(family, processor, frames, fps, audio, self.prompt, row.get("prompt"))
         row["inputs"] = pack(**inputs)
-        row["use_audio_in_video"] = audio is not None
+        row["model_family"] = family.name
+        row["use_audio_in_video"] = row["audio_used"] = audio is not None
+        if audio is None:
+            row["audio_seconds"] = 0.0  # audio fed to the model
 
     def __call__(self, batch: dict) -> dict:
         rows = map_ok_rows(to_rows(batch), self._row)

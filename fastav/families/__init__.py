@@ -64,6 +64,15 @@ def resolve(model: torch.nn.Module) -> Adapter:
     return family_of(model).adapter(model)
 
 
+def require_video(family: Family, architecture: str) -> None:
+    """Refuse a family the video pipeline cannot feed (a text decoder), naming the ones it can."""
+    if "video" not in family.modalities:
+        takes_video = [f.title for f in FAMILIES.values() if "video" in f.modalities]
+        raise UnsupportedModelError(
+            f"{architecture} ({family.title}) takes no video; the pipeline runs {', '.join(takes_video)} checkpoints"
+        )
+
+
 def for_checkpoint(config: Mapping, family: str = "auto") -> tuple[Family, str]:
     """The family and architecture of a checkpoint from its config.json (a dict), before any weights load.
 

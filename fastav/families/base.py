@@ -82,11 +82,44 @@ class Family:
         cls = getattr(transformers, architecture)
         return cls.from_pretrained(path, dtype=dtype, attn_implementation=attn)
 
+    def video_kwargs(self, frames: np.ndarray, fps: float, prompt: Prompt) -> dict[str, object]:
+        """The processor arguments for one video of already sampled frames at `fps` (no resampling)."""
+        raise NotImplementedError(f"{self.title} takes no video: the pipeline cannot feed it")
+
+    def audio_kwargs(self, audio: np.ndarray) -> dict[str, object]:
+        """The processor arguments for the video's own audio track (families that take audio)."""
+        raise NotImplementedError(f"{self.title} takes no audio")
+
+    def processor_outputs(
+        self,
+        processor,
+        frames: np.ndarray,
+        fps: float,
+        audio: np.ndarray | None,
+        prompt: Prompt,
+        user: str | None = None,
+        return_tensors: str = "np",
+    ):
+        """The processor's own outputs for one video: what a transformers user would feed the model."""
+        text = processor.apply_chat_template(
+            conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
+        )
+        kwargs = self.video_kwargs(frames, fps, prompt)
+        if audio is not None:
+            kwargs.update(self.audio_kwargs(audio))
+        return processor(text=[text], videos=[frames], return_tensors=return_tensors, **kwargs)
+
     def processor_inputs(
-        self, processor, frames: np.ndarray, fps: float, audio: np.ndarray | None, prompt: Prompt, user: str | None
+        self,
+        processor,
+        frames: np.ndarray,
+        fps: float,
+        audio: np.ndarray | None,
+        prompt: Prompt,
+        user: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Model inputs for one decoded video (numpy, batch dimension removed where per-sample)."""
-        raise NotImplementedError(f"{self.title} takes no video: the pipeline cannot feed it")
+        return per_video(self.processor_outputs(processor, frames, fps, audio, prompt, user))
 
     def forward_kwargs(self, audio_in_video: bool) -> dict[str, object]:
         """Extra forward/generate arguments for a batch (e.g. the Omni models' use_audio_in_video)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from transformers import PretrainedConfig
 
-from fastav.families.base import Family, Prompt, conversation, per_video, token_layout
+from fastav.families.base import Family, Prompt, token_layout
 from fastav.layout import Layout
 
 
@@ -29,19 +29,10 @@ class Qwen25VL(Family):
     def layout(self, config: PretrainedConfig) -> Layout:
         return token_layout(config, video="video_token_id", audio=None, image="image_token_id")
 
-    def processor_inputs(
-        self, processor, frames: np.ndarray, fps: float, audio: np.ndarray | None, prompt: Prompt, user: str | None
-    ) -> dict[str, np.ndarray]:
-        text = processor.apply_chat_template(
-            conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
-        )
-        out = processor(
-            text=[text],
-            videos=[frames],
+    def video_kwargs(self, frames: np.ndarray, fps: float, prompt: Prompt) -> dict[str, object]:
+        return dict(
             video_metadata=video_metadata(frames, fps),
             do_sample_frames=False,
             cap_pixels_per_frame=True,
             size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels},
-            return_tensors="np",
         )
-        return per_video(out)

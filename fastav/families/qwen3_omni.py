@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import PretrainedConfig
 
-from fastav.families.base import Family, Prompt, conversation, per_video, token_layout
+from fastav.families.base import Family, Prompt, token_layout
 from fastav.families.qwen3_vl import deepstack_layers
 from fastav.layout import Layout
 
@@ -47,25 +47,17 @@ class Qwen3Omni(Family):
         # From a full checkpoint this loads the `thinker.` weights only (talker and code2wav stay on disk).
         return Qwen3OmniMoeThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype, attn_implementation=attn)
 
-    def processor_inputs(
-        self, processor, frames: np.ndarray, fps: float, audio: np.ndarray | None, prompt: Prompt, user: str | None
-    ) -> dict[str, np.ndarray]:
-        text = processor.apply_chat_template(
-            conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
-        )
-        kwargs = dict(
-            text=[text],
-            videos=[frames],
+    def video_kwargs(self, frames: np.ndarray, fps: float, prompt: Prompt) -> dict[str, object]:
+        return dict(
             fps=float(fps),
             do_sample_frames=False,
             cap_pixels_per_frame=True,
             # given on every call: the processor's class default would override the saved video size
             size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels},
-            return_tensors="np",
         )
-        if audio is not None:
-            kwargs.update(audio=[audio], audio_from_video_indices=[0], load_audio_from_video=True)
-        return per_video(processor(**kwargs))
+
+    def audio_kwargs(self, audio: np.ndarray) -> dict[str, object]:
+        return dict(audio=[audio], audio_from_video_indices=[0], load_audio_from_video=True)
 
     def forward_kwargs(self, audio_in_video: bool) -> dict[str, object]:
         return {"use_audio_in_video": audio_in_video}

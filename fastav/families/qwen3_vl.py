@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from transformers import PretrainedConfig
 
-from fastav.families.base import Family, Prompt, conversation, per_video, token_layout
+from fastav.families.base import Family, Prompt, token_layout
 from fastav.families.qwen2_5_vl import video_metadata
 from fastav.layout import Layout
 
@@ -38,19 +38,10 @@ class Qwen3VL(Family):
         k = deepstack_layers(config)
         return f"deepstack adds visual features after text layers 0..{k - 1}" if k else ""
 
-    def processor_inputs(
-        self, processor, frames: np.ndarray, fps: float, audio: np.ndarray | None, prompt: Prompt, user: str | None
-    ) -> dict[str, np.ndarray]:
-        text = processor.apply_chat_template(
-            conversation(prompt.system, user or prompt.user), tokenize=False, add_generation_prompt=True
-        )
-        out = processor(
-            text=[text],
-            videos=[frames],
+    def video_kwargs(self, frames: np.ndarray, fps: float, prompt: Prompt) -> dict[str, object]:
+        return dict(
             video_metadata=video_metadata(frames, fps),
             do_sample_frames=False,
             # Qwen3-VL's video size bounds count the pixels of the whole clip: the per-frame cap times the frames
             size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels * len(frames)},
-            return_tensors="np",
         )
-        return per_video(out)

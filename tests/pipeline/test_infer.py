@@ -20,15 +20,18 @@ from pipeline.config import (
 )
 from pipeline.decode import decode_video
 from pipeline.infer import InferActor
-from pipeline.preprocess import load_processor, model_inputs, processor_outputs
+from fastav.families import FAMILIES
+from fastav.families.base import collate
+from pipeline.preprocess import load_processor
 from pipeline.rows import OK, pack, to_batch, to_rows, unpack
-from pipeline.runner import collate, load_model
+from pipeline.runner import load_model
 from pipeline.source import list_videos
 from pipeline.stages import DecodeStage, PreprocessStage
 from pipeline.storage import Storage
 
 DECODE = DecodeConfig(num_frames=4)
 PROMPT = PromptConfig()
+OMNI = FAMILIES["qwen2_5_omni"]
 GOOD = ("clip_0000.mp4", "clip_0001.mp4", "clip_0002.mp4")  # 2, 3 and 4 s of audio
 
 
@@ -47,14 +50,15 @@ def test_trimmed_audio_features_give_the_same_audio_embeddings(omni_checkpoint, 
     model, _ = load_model(str(omni_checkpoint), ModelConfig(checkpoint=str(omni_checkpoint)))
     videos = [decoded[name] for name in GOOD]
     ours = [
-        _through_payloads(model_inputs(processor_outputs(processor, v.frames, v.sample_fps, v.audio, PROMPT)))
-        for v in videos
+        _through_payloads(OMNI.processor_inputs(processor, v.frames, v.sample_fps, v.audio, PROMPT)) for v in videos
     ]
     widths = [x["input_features"].shape[-1] for x in ours]
     assert len(set(widths)) == 3 and max(widths) < 3000  # trimmed to each clip's own length
     batch = collate(ours, pad_id=0, device="cpu", dtype=torch.float32)
 
-    full = [processor_outputs(processor, v.frames, v.sample_fps, v.audio, PROMPT, return_tensors="pt") for v in videos]
+    full = [
+        OMNI.processor_outputs(processor, v.frames, v.sample_fps, v.audio, PROMPT, return_tensors="pt") for v in videos
+    ]
     assert all(f["input_features"].shape[-1] == 3000 for f in full)  # the processor pads to 30 s
     with torch.inference_mode():
         expected = model.get_audio_features(
@@ -88,7 +92,9 @@ def test_actor_output_equals_direct_generate(strategy, omni_checkpoint, clips, d
     processor = load_processor(str(omni_checkpoint))
     for name in GOOD:
         video = decoded[name]
-        inputs = processor_outputs(processor, video.frames, video.sample_fps, video.audio, PROMPT, return_tensors="pt")
+        inputs = OMNI.processor_outputs(
+            processor, video.frames, video.sample_fps, video.audio, PROMPT, return_tensors="pt"
+        )
         with torch.inference_mode():
             ids = model.generate(**inputs, use_audio_in_video=True, max_new_tokens=8, do_sample=False, pad_token_id=0)
         text = processor.tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
