@@ -90,6 +90,21 @@ def omni_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints with processors of the other video families (Qwen3-Omni, Qwen3-VL dense and MoE,
+    Qwen2.5-VL)."""
+    from fastav.testing import qwen3_omni, vl
+
+    root = tmp_path_factory.mktemp("family-checkpoints")
+    return {
+        "qwen3_omni": qwen3_omni.save_qwen3_omni(root / "qwen3_omni", processor=True),
+        "qwen3_vl": vl.save_qwen3_vl(root / "qwen3_vl", processor=True),
+        "qwen3_vl_moe": vl.save_qwen3_vl(root / "qwen3_vl_moe", moe=True, processor=True),
+        "qwen2_5_vl": vl.save_qwen2_5_vl(root / "qwen2_5_vl", processor=True),
+    }
+
+
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> dict[str, bytes]:
     """Four good clips with audio plus the broken inputs, by file name."""
     from pipeline import synthetic
