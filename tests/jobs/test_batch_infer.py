@@ -1,7 +1,10 @@
 from pathlib import Path
 
 import duckdb
+import pytest
 
+from fastav.plan import build_plan
+from fastav.presets import get_preset
 from jobs.batch_infer import main
 from pipeline.config import PipelineConfig
 
@@ -11,6 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_example_config_is_valid():
     config = PipelineConfig.from_yaml(ROOT / "jobs/configs/example.yaml")
     assert config.source.uri.startswith("s3://") and config.infer.num_gpus == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "family"), [("qwen3-omni", "qwen3_omni"), ("qwen3-vl", "qwen3_vl"), ("qwen2.5-vl", "qwen2_5_vl")]
+)
+def test_family_configs_are_valid_and_fit_their_family(name, family):
+    config = PipelineConfig.from_yaml(ROOT / f"jobs/configs/{name}.yaml")
+    assert config.model.family == family and config.infer.num_gpus == 1
+    # the pruning settings plan on the family's real depth and first prunable layer (deepstack: 3)
+    preset = {"qwen3_omni": "qwen3-omni-30b-a3b", "qwen3_vl": "qwen3-vl-8b", "qwen2_5_vl": "qwen2.5-vl-7b"}[family]
+    dims, first = get_preset(preset).dims, get_preset(preset).min_prune_layer
+    assert build_plan(config.fastav.pruning(), dims.num_layers, first).first_prune_layer >= first
 
 
 def test_unknown_key_is_refused_by_name(tmp_path, capsys):

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import fastav
+from fastav.families import FAMILIES
+from fastav.families.base import collate
 from pipeline.config import (
     DecodeConfig,
     InferConfig,
@@ -20,8 +22,6 @@ from pipeline.config import (
 )
 from pipeline.decode import decode_video
 from pipeline.infer import InferActor
-from fastav.families import FAMILIES
-from fastav.families.base import collate
 from pipeline.preprocess import load_processor
 from pipeline.rows import OK, pack, to_batch, to_rows, unpack
 from pipeline.runner import load_model
