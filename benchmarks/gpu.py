@@ -216,6 +216,39 @@ def prefill_section(model, args, device: str, dtype: torch.dtype) -> list[dict]:
     return rows
 
 
+def family_section(family: str, args, device: str, dtype: torch.dtype) -> list[dict]:
+    """Prefill of a family's own decoder at its real dimensions (e.g. Qwen3-Omni-30B-A3B's MoE, ~60 GB in bf16),
+    tiny towers, placeholder ids in its preset layout: unpruned vs the family's default pruning, bs 1."""
+    from benchmarks import families
+
+    dims = families.scaled_dims(family, 4, 256) if args.tiny else families.real_dims(family)
+    model = families.build(family, dims, "sdpa", dtype, device)
+    first = fastav.resolve(model).min_prune_layer
+    config = FastAVConfig(global_layer=max(dims["layers"] // 2, first), global_keep_ratio=1 / 3, fine_ratio=0.2)
+    rows = []
+    for tokens in (2000, 4000) if not args.tiny else (500,):
+        inputs, n = families.prompt(family, tokens, device)
+        variants = {"unpruned": Variant(model, None, None), "fastav": Variant(model, config, None)}
+
+        def prefill(variant, inputs=inputs):
+            with torch.inference_mode():
+                return variant(lambda: model(**inputs, use_cache=True, logits_to_keep=1))
+
+        times = interleaved({name: (lambda v=v: prefill(v)) for name, v in variants.items()}, args.repeats, device)
+        stats = variants["fastav"].pruner.stats[0]
+        row = {"family": family, "tokens": n, "time_s": times, "flops_ratio": stats.flops_ratio,
+               "latency_ratio": times["fastav"]["median"] / times["unpruned"]["median"]}  # fmt: skip
+        rows.append(row)
+        print(
+            f"  {family} prefill {n:>5} tokens: unpruned {times['unpruned']['median'] * 1e3:8.1f} ms, FastAV "
+            f"{times['fastav']['median'] * 1e3:8.1f} ms ({row['latency_ratio']:.1%}, FLOPs {row['flops_ratio']:.1%})",
+            flush=True,
+        )
+        free(inputs)
+    free(model)
+    return rows
+
+
 def generate_section(model, args, device: str, dtype: torch.dtype) -> dict:
     """generate() at batch 8 (2 in --tiny); the decode step from the difference of two lengths."""
     batch = 8 if not args.tiny else 2
@@ -499,6 +532,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant, after one warm-up")
     parser.add_argument("--omni-new-tokens", type=int, default=32)
     parser.add_argument("--sections", nargs="+", default=["prefill", "generate", "thinker"])
+    parser.add_argument("--family", nargs="*", default=[], help="also: prefill of these families' own decoders at "
+                        "real dimensions (qwen3_omni, qwen3_vl, qwen2_5_vl, qwen2_5_omni)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.tiny and args.omni_new_tokens == 32:
@@ -530,6 +565,8 @@ def main() -> None:
         free(model)
     if "thinker" in args.sections:
         result["thinker"] = thinker_section(args, device, dtype)
+    for family in args.family:
+        result.setdefault("families", []).extend(family_section(family, args, device, dtype))
     result["wall_s"] = time.perf_counter() - started
     if set(args.sections) == {"prefill", "generate", "thinker"}:
         result["targets"] = targets(result)

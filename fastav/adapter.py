@@ -68,7 +68,7 @@ def unprunable_layers(config: PretrainedConfig | Mapping) -> list[str]:
         for kind in dict.fromkeys(kinds):
             if kind in ("full_attention", "attention", "moe", "mlp"):
                 continue
-            found.append(f"{_LAYER_KINDS.get(kind, kind)} ({kind!r} in layer_types)")
+            found.append(f"{_LAYER_KINDS.get(kind, kind)} ({kind!r} layers)")
         if cfg.get("use_sliding_window") and cfg.get("sliding_window") and not kinds:
             found.append("sliding-window attention (use_sliding_window: true)")
         if cfg.get("num_kv_shared_layers"):

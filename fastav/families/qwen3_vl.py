@@ -42,6 +42,7 @@ class Qwen3VL(Family):
         return dict(
             video_metadata=video_metadata(frames, fps),
             do_sample_frames=False,
-            # Qwen3-VL's video size bounds count the pixels of the whole clip: the per-frame cap times the frames
-            size={"shortest_edge": prompt.min_pixels, "longest_edge": prompt.max_pixels * len(frames)},
+            # Qwen3-VL's video size bounds count the pixels of the whole clip: the per-frame bounds times the frames
+            size={"shortest_edge": prompt.min_pixels * len(frames), "longest_edge": prompt.max_pixels * len(frames)},
+            cap_pixels_per_frame=False,  # the bounds above are already per frame times the frames
         )

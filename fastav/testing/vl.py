@@ -113,6 +113,7 @@ def save_qwen2_5_vl(path: Path, seed: int = 0, processor: bool = False) -> Path:
             **_TEXT,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
             eos_token_id=TOKEN_ID["<|im_end|>"],
+            bos_token_id=None,  # the class default (151643) lies outside the tiny vocabulary
         ),
         vision_config=dict(
             depth=2,

@@ -40,7 +40,7 @@ def test_gpu_benchmark_runs_without_ray_boto3_or_decord(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", BOOTSTRAP, "--tiny", "--repeats", "1", "--out", str(out)],
+        [sys.executable, "-c", BOOTSTRAP, "--tiny", "--repeats", "1", "--family", "qwen3_omni", "qwen3_vl", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -57,3 +57,5 @@ def test_gpu_benchmark_runs_without_ray_boto3_or_decord(tmp_path):
     assert eight["input_tokens"]["video"] < sixty["input_tokens"]["video"] and eight["flops_ratio"] < 1
     assert len(result["targets"]) == len(result["prefill"]) + 6
     assert "targets:" in proc.stdout and "saved" in proc.stdout
+    assert [row["family"] for row in result["families"]] == ["qwen3_omni", "qwen3_vl"]
+    assert all(0 < row["flops_ratio"] < 1 for row in result["families"])
