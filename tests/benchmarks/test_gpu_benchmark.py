@@ -40,7 +40,19 @@ def test_gpu_benchmark_runs_without_ray_boto3_or_decord(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", BOOTSTRAP, "--tiny", "--repeats", "1", "--family", "qwen3_omni", "qwen3_vl", "--out", str(out)],
+        [
+            sys.executable,
+            "-c",
+            BOOTSTRAP,
+            "--tiny",
+            "--repeats",
+            "1",
+            "--family",
+            "qwen3_omni",
+            "qwen3_vl",
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
