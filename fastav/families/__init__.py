@@ -24,6 +24,10 @@ FAMILIES: dict[str, Family] = {
     f.name: f for f in (Qwen25Omni(), Qwen3Omni(), Qwen3VL(), Qwen25VL(), Qwen2Decoder(), LlamaDecoder())
 }
 _BY_CLASS: dict[str, Family] = {cls: family for family in FAMILIES.values() for cls in family.classes}
+_BY_ARCHITECTURE: dict[str, Family] = {
+    **_BY_CLASS,
+    **{alias: family for family in FAMILIES.values() for alias in family.aliases},
+}
 
 
 def supported_classes() -> list[str]:
@@ -81,11 +85,11 @@ def for_checkpoint(config: Mapping, family: str = "auto") -> tuple[Family, str]:
     """
     architectures = list(config.get("architectures") or [])
     layers = unprunable_layers(config)
-    match = next((a for a in architectures if a in _BY_CLASS), None)
+    match = next((a for a in architectures if a in _BY_ARCHITECTURE), None)
     if match is None or layers:
         found = ", ".join(architectures) if architectures else f"model_type {config.get('model_type')!r}"
         raise _refusal(f"checkpoint with architectures [{found}]", config)
-    detected = _BY_CLASS[match]
+    detected = _BY_ARCHITECTURE[match]
     if family != "auto" and get_family(family) is not detected:
         raise UnsupportedModelError(
             f"model.family is {family!r} but the checkpoint is {match} (family {detected.name!r}); set "

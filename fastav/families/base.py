@@ -39,6 +39,7 @@ class Family:
     name: ClassVar[str]
     title: ClassVar[str]  # for tables and messages
     classes: ClassVar[tuple[str, ...]]  # transformers classes (top modules) this family accepts
+    aliases: ClassVar[tuple[str, ...]] = ()  # other `architectures` names its checkpoints carry (no such class)
     text_path: ClassVar[str] = "model.language_model"  # from the top module to the text model
     modalities: ClassVar[tuple[str, ...]] = ()  # what the pipeline feeds it: ("video", "audio"), ("video",), ()
 

@@ -23,6 +23,7 @@ class Qwen25Omni(Family):
     name = "qwen2_5_omni"
     title = "Qwen2.5-Omni (thinker)"
     classes = (THINKER, FULL)
+    aliases = ("Qwen2_5OmniModel",)  # what the released Qwen2.5-Omni-7B / 3B config.json files say
     modalities = ("video", "audio")
 
     def top(self, model: torch.nn.Module) -> torch.nn.Module:

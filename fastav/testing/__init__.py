@@ -81,8 +81,11 @@ def save_llama(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def save_omni_thinker(path: Path, seed: int = 0, processor: bool = False, encoder_width: int = 16) -> Path:
+def save_omni_thinker(
+    path: Path, seed: int = 0, processor: bool = False, encoder_width: int = 16, full: bool = False
+) -> Path:
     """Tiny thinker; with `processor`, also its tokenizer, chat template and processor configs (torchvision).
+    `full` writes a full Qwen2_5OmniForConditionalGeneration (talker off) holding that thinker instead.
 
     `encoder_width` widens the towers (heads of 64 from 128 on, and a windowed vision block before the full
     one) for checks of real attention kernels, which want realistic head sizes.
@@ -118,6 +121,14 @@ def save_omni_thinker(path: Path, seed: int = 0, processor: bool = False, encode
         **OMNI_IDS,
     )
     model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    if full:
+        from transformers import Qwen2_5OmniForConditionalGeneration
+        from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniConfig
+
+        torch.manual_seed(seed)
+        model = Qwen2_5OmniForConditionalGeneration(
+            Qwen2_5OmniConfig(thinker_config=config.to_dict(), enable_audio_output=False)
+        )
     model.generation_config.eos_token_id = TOKEN_ID["<|im_end|>"]
     model.generation_config.pad_token_id = TOKEN_ID["<|endoftext|>"]
     model.save_pretrained(path)

@@ -52,3 +52,24 @@ def test_cli_rejects_bad_values_naming_the_field(capsys):
     assert "fine_ratio" in capsys.readouterr().err
     assert main(["flops", "--preset", "videollama2-av", "--global-layer", "40"]) == 2
     assert "global_layer=40" in capsys.readouterr().err
+
+
+def test_family_presets_at_real_dimensions(capsys):
+    omni = get_preset("qwen3-omni-30b-a3b")
+    d = omni.dims
+    assert (d.num_layers, d.hidden, d.heads, d.kv_heads, d.experts, d.experts_per_token, d.expert_ffn) == (
+        48, 2048, 32, 4, 128, 8, 768,
+    )  # fmt: skip
+    assert d.mlp_width(0) == 8 * 768  # the active experts, not a dense FFN
+    stats = preset_stats(omni, omni.config)
+    assert stats.input_tokens["video"] == 4 * 112 and stats.input_tokens["audio"] == 375
+    assert preset_stats(get_preset("qwen3-vl-8b"), FastAVConfig()).input_tokens["audio"] == 0
+    assert main(["flops", "--preset", "qwen3-omni-30b-a3b"]) == 0
+    out = capsys.readouterr().out
+    assert "MoE 128 experts, 8 active of width 768" in out and "first prunable layer: 3" in out
+    assert main(["presets"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("qwen3-omni-30b-a3b", "qwen3-vl-8b", "qwen3-vl-30b-a3b", "qwen2.5-vl-7b"))
+    # deepstack: the presets refuse pruning inside the deepstack layers, naming the field
+    assert main(["flops", "--preset", "qwen3-vl-8b", "--global-layer", "2"]) == 2
+    assert "global_layer=2" in capsys.readouterr().err

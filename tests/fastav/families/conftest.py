@@ -9,7 +9,6 @@ import torch
 
 from fastav import testing as tiny
 from fastav.testing import qwen3_omni as omni
-from fastav.testing import vl
 
 # Per row: frames, frame side (px), audio seconds (used by the Omni family only), user prompt. Rows differ in
 # frame count, frame size and prompt length, so the batch is left padded.
@@ -20,34 +19,30 @@ SPECS = [
 ]
 
 
+# The session's checkpoints (tests/conftest.py `family_checkpoints`) by name, plus full-model checkpoints.
 @pytest.fixture(scope="session")
-def family_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("families")
-
-
-@pytest.fixture(scope="session")
-def qwen3_omni(family_root) -> Path:
-    return omni.save_qwen3_omni(family_root / "qwen3_omni", processor=True)
+def qwen3_omni(family_checkpoints) -> Path:
+    return family_checkpoints["qwen3_omni"]
 
 
 @pytest.fixture(scope="session")
-def qwen3_omni_full(family_root) -> Path:
-    return omni.save_qwen3_omni(family_root / "qwen3_omni_full", processor=True, full=True)
+def qwen3_omni_full(tmp_path_factory) -> Path:
+    return omni.save_qwen3_omni(tmp_path_factory.mktemp("full") / "qwen3_omni_full", processor=True, full=True)
 
 
 @pytest.fixture(scope="session")
-def qwen3_vl(family_root) -> Path:
-    return vl.save_qwen3_vl(family_root / "qwen3_vl", processor=True)
+def qwen3_vl(family_checkpoints) -> Path:
+    return family_checkpoints["qwen3_vl"]
 
 
 @pytest.fixture(scope="session")
-def qwen3_vl_moe(family_root) -> Path:
-    return vl.save_qwen3_vl(family_root / "qwen3_vl_moe", moe=True, processor=True)
+def qwen3_vl_moe(family_checkpoints) -> Path:
+    return family_checkpoints["qwen3_vl_moe"]
 
 
 @pytest.fixture(scope="session")
-def qwen2_5_vl(family_root) -> Path:
-    return vl.save_qwen2_5_vl(family_root / "qwen2_5_vl", processor=True)
+def qwen2_5_vl(family_checkpoints) -> Path:
+    return family_checkpoints["qwen2_5_vl"]
 
 
 @pytest.fixture(scope="session")

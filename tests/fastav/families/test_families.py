@@ -332,6 +332,23 @@ def test_full_qwen3_omni_prunes_through_its_thinker(family_batch):
     assert (logits(full.thinker, inputs)[:, -1] - out.logits[0]).abs().max() > 1e-3
 
 
+def test_full_qwen2_5_omni_checkpoint_loads_its_thinker(tmp_path):
+    path = tiny.save_omni_thinker(tmp_path / "full", full=True)
+    assert json.loads((path / "config.json").read_text())["architectures"] == ["Qwen2_5OmniForConditionalGeneration"]
+    thinker = tiny.load(path)
+    assert type(thinker) is transformers.Qwen2_5OmniThinkerForConditionalGeneration
+    # its weights are the full model's thinker's (rebuilt with the same seed: the full class itself wants a
+    # speaker file to load)
+    torch.manual_seed(0)
+    full = transformers.Qwen2_5OmniForConditionalGeneration(transformers.AutoConfig.from_pretrained(path))
+    loaded, inside = thinker.state_dict(), full.thinker.state_dict()
+    assert loaded.keys() == inside.keys() and all(torch.equal(loaded[k], inside[k]) for k in loaded)
+    assert fastav.resolve(full).top is full.thinker
+    # the released checkpoints name an architecture that is no transformers class
+    family, architecture = for_checkpoint({"architectures": ["Qwen2_5OmniModel"]})
+    assert (family.name, architecture) == ("qwen2_5_omni", "Qwen2_5OmniModel")
+
+
 # ------------------------------------------------------------------------------------------------ MoE FLOPs
 def attention_flops(n: int, dims: ModelDims) -> float:
     d, q, kv = dims.hidden, dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim
