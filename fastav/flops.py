@@ -11,7 +11,8 @@ the same pruned or not for the one position generate() reads):
   where an MoE layer's m is the width a token actually runs: k active experts of width m_e plus any shared
   expert, and its router adds 2 * n * d * E (E experts; a shared-expert gate adds 2 * n * d). Layers an MoE
   model keeps dense (`mlp_only_layers`, `decoder_sparse_step`) use the dense width.
-  Plus FastAV's scoring cost at scoring layers: 2 * H*hd * n per scoring query row (`score_queries`, 1 by default).
+  Plus FastAV's scoring cost at scoring layers: 2 * H*hd * n per scoring query row (`score_queries`, 1 by default;
+  a prompt shorter than that scores with all its n rows).
 * `fastv` is FastV's formula (arXiv 2403.06764), C(n) = 4nd^2 + 2n^2d + 2ndm, used by the paper's tables, with
   the same per-token MLP width m.
 """
@@ -95,7 +96,8 @@ def fastv_layer_flops(n: float, dims: ModelDims, layer: int = 0) -> float:
 
 
 def scoring_flops(n_keys: float, dims: ModelDims, queries: int = 1) -> float:
-    return 2 * dims.heads * dims.head_dim * n_keys * queries
+    """The scoring rows' q.K^T: at most as many query rows as there are tokens (what is computed)."""
+    return 2 * dims.heads * dims.head_dim * n_keys * min(queries, n_keys)
 
 
 @dataclass(frozen=True)

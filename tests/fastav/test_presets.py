@@ -73,3 +73,15 @@ def test_family_presets_at_real_dimensions(capsys):
     # deepstack: the presets refuse pruning inside the deepstack layers, naming the field
     assert main(["flops", "--preset", "qwen3-vl-8b", "--global-layer", "2"]) == 2
     assert "global_layer=2" in capsys.readouterr().err
+
+
+def test_scoring_rows_are_charged_only_as_far_as_tokens_exist():
+    """score_queries beyond the prompt's length computes n rows, not score_queries rows (issue 17, item 11)."""
+    from fastav.flops import scoring_flops
+
+    preset = get_preset("qwen2.5-vl-7b")
+    n = sum(count for _, count in preset.segments)
+    assert scoring_flops(n, preset.dims, 1024) == scoring_flops(n, preset.dims, n) > scoring_flops(n, preset.dims, 16)
+    many = preset_stats(preset, FastAVConfig(strategy="gradual", score_queries=1024))
+    exact = preset_stats(preset, FastAVConfig(strategy="gradual", score_queries=n))
+    assert n < 1024 and many.flops_ratio == exact.flops_ratio < 1
