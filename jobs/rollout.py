@@ -6,7 +6,7 @@
 The analysis behind FastAV's positional cut (arXiv 2601.13143): for one input, how much the last position
 draws, through rollout, on each modality span and on early vs late audio/video tokens at every layer
 (fastav.quality.rollout). A real late-AV share after the global layer argues against a positional cut; an early-
-dominated rollout does not prove the cut safe (README: on SmolLM2 it was the worst rule even so), so decide
+dominated rollout does not prove the cut safe (docs/quality.md: on SmolLM2 it was the worst rule even so), so decide
 with `fastav calibrate`. Writes rollout.json
 and rollout.png (layers x positions heatmap) to --out and prints the per-layer shares.
 """
