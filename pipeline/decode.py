@@ -62,10 +62,19 @@ class Decoded:
     audio: np.ndarray | None  # (samples,) float32 in [-1, 1] at 16 kHz, None without an audio track
     duration: float
     decoder: str
+    distinct_frames: int  # different source frames among `frames` (fewer: a short clip repeats frames)
     audio_truncated: bool = False  # the track went on past decode.max_audio_seconds
+
+    @property
+    def frames_repeated(self) -> bool:
+        """The sampled frames repeat a source frame: the clip has fewer frames than were sampled (a one-frame
+        clip is fed 8 times with num_frames 8), or a stream ended before its announced length."""
+        return self.distinct_frames < self.frames.shape[0]
 
 
 def frame_indices(total: int, native_fps: float, config: DecodeConfig) -> np.ndarray:
+    """Indices of the frames to sample, uniform over the clip, an even count of at least 2: a clip with fewer
+    frames than that gives repeated indices (Decoded.distinct_frames counts the different ones)."""
     duration = total / native_fps if native_fps > 0 else float(total)
     count = math.floor(duration * config.fps) if config.fps is not None else config.num_frames
     count = max(2, min(count, config.max_frames))
@@ -120,7 +129,8 @@ def _decode_decord(data: bytes, config: DecodeConfig) -> Decoded:
                 raise
             track = None
         audio, truncated = _finish_audio(track, config)
-    return Decoded(frames, _sample_fps(len(indices), duration), audio, duration, "decord", truncated)
+    distinct = len(np.unique(indices))
+    return Decoded(frames, _sample_fps(len(indices), duration), audio, duration, "decord", distinct, truncated)
 
 
 def _audio_pyav(data: bytes, config: DecodeConfig) -> tuple[np.ndarray | None, bool]:
@@ -182,7 +192,8 @@ def _decode_pyav(data: bytes, config: DecodeConfig) -> Decoded:
     frames = np.stack([picked.get(i, last) for i in indices])
     duration = duration or total / rate
     audio, truncated = _audio_pyav(data, config)
-    return Decoded(frames, _sample_fps(len(indices), duration), audio, duration, "pyav", truncated)
+    distinct = len(picked)  # indices past the stream's end were given its last frame again
+    return Decoded(frames, _sample_fps(len(indices), duration), audio, duration, "pyav", distinct, truncated)
 
 
 def _sample_fps(count: int, duration: float) -> float:

@@ -1,8 +1,8 @@
 """What can go wrong, and what a rerun does about it.
 
 Row errors (`error_type` in the output) are data: the run goes on. They are
-  - permanent: the input itself is bad, and reading it again gives the same error. A rerun skips these ids
-    (their error rows stay) unless asked to retry them (`--retry-errors`);
+  - permanent: the input itself is bad, missing or forbidden, and reading it again gives the same error. A rerun
+    skips these ids (their error rows stay) unless asked to retry them (`--retry-errors`);
   - transient: storage, time or a worker failed. A rerun retries these ids (their error rows go first).
 Types not listed as permanent count as transient: an unknown failure is worth one more try.
 
@@ -21,11 +21,17 @@ PERMANENT = frozenset(
         "DecodeError",  # no decoder can read it
         "NoVideo",  # an audio-only file
         "NoAudio",  # no audio track, with decode.missing_audio: error
+        # Storage answers that are about the object, not about the moment: reading again gives the same
+        # answer until someone changes the bucket (then `--retry-errors`).
+        "NotFound",  # no such object or bucket (S3 NoSuchKey / NoSuchBucket / 404; a missing local file)
+        "AccessDenied",  # the object may not be read (S3 AccessDenied / 403; a local PermissionError)
     }
 )
 TRANSIENT = frozenset(
     {
-        "ReadError",  # the object could not be read, after the storage client's retries
+        # throttling (503 SlowDown), other 5xx, timeouts, connection errors and rejected credentials (an expired
+        # token), after storage.max_attempts tries in all
+        "ReadError",
         "Timeout",  # decoding took longer than decode.timeout_seconds
         "InferenceError",  # generate() failed for this input (out of memory, a lost device, ...)
     }

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, StorageConfig
 from pipeline.errors import InputError
 from pipeline.source import is_manifest, list_all, select
-from pipeline.storage import Storage, is_s3, join, split_s3
+from pipeline.storage import Storage, error_text, is_s3, join, split_s3
 
 T = TypeVar("T")
 
@@ -42,12 +42,12 @@ def describe(error: BaseException, setting: str, uri: str, storage: Storage) -> 
             return f"{setting} {uri}: access denied (check the credentials and the bucket policy)"
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
             return f"{setting} {uri}: the storage rejected the credentials ({code})"
-        return f"{setting} {uri}: {code or type(error).__name__}: {error}"
+        return f"{setting} {uri}: {code or type(error).__name__}: {error_text(error, storage.config.max_attempts)}"
     if isinstance(error, FileNotFoundError | NotADirectoryError):
         return f"{setting} {uri}: not found"
     if isinstance(error, PermissionError):
         return f"{setting} {uri}: permission denied"
-    return f"{setting} {uri}: {type(error).__name__}: {error}"
+    return f"{setting} {uri}: {type(error).__name__}: {error_text(error, storage.config.max_attempts)}"
 
 
 def guarded(setting: str, uri: str, storage: Storage, fn: Callable[[], T]) -> T:
@@ -99,6 +99,9 @@ def _check_output(config: PipelineConfig, storage: Storage) -> None:
 def _check_endpoint(storage: Storage, timeout: float = 5.0) -> None:
     if not storage.endpoint:
         return
+    problem = StorageConfig.endpoint_problem(storage.endpoint, "AWS_ENDPOINT_URL")  # the config's is checked
+    if problem:
+        raise InputError(problem)
     parts = urlsplit(storage.endpoint)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:

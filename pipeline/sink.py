@@ -31,7 +31,10 @@ SCHEMA = pa.schema(
         pa.field("error_retryable", pa.bool_()),  # a rerun retries this id (transient error); null on success
         pa.field("output_text", pa.string()),
         pa.field("prompt", pa.string()),  # per-row prompt from a manifest, else null (config prompt)
-        pa.field("frames_used", pa.int32()),
+        pa.field("frames_used", pa.int32()),  # different source frames the model saw
+        # the sampled frames repeat a frame: the clip is shorter than decode.num_frames (or the stream ended
+        # early), so the model got frames_used frames, some of them more than once
+        pa.field("frames_repeated", pa.bool_()),
         pa.field("has_audio", pa.bool_()),  # the file has an audio track
         pa.field("audio_used", pa.bool_()),  # the track reached the model (false: none, or a video-only model)
         pa.field("audio_seconds", pa.float64()),  # audio fed to the model (0: not used)

@@ -9,7 +9,7 @@ from pipeline.config import DecodeConfig, ModelConfig, PromptConfig, StorageConf
 from pipeline.decode import VideoError, deadline, decode_video
 from pipeline.preprocess import checkpoint_family, load_processor, video_inputs
 from pipeline.rows import map_ok_rows, pack, timed, to_batch, to_rows, unpack
-from pipeline.storage import Storage
+from pipeline.storage import Storage, read_failure
 
 
 def node_id() -> str | None:
@@ -29,13 +29,16 @@ class DecodeStage:
         with timed(row, "decode_ms"), deadline(self.decode.timeout_seconds, "decode.timeout_seconds"):
             try:
                 data = Storage(self.storage).read(row["uri"])
-            except Exception as error:
-                raise VideoError("ReadError", f"{type(error).__name__}: {error}") from error
+            except VideoError:  # decode.timeout_seconds ran out during the read: stays a Timeout
+                raise
+            except Exception as error:  # absent or forbidden: permanent; throttled, 5xx, offline: ReadError
+                raise VideoError(*read_failure(error, row["uri"], self.storage.max_attempts)) from error
             video = decode_video(data, self.decode)
         audio = video.audio if video.audio is not None else np.zeros(0, np.float32)
         row["media"] = pack(frames=video.frames, audio=audio, sample_fps=np.float64(video.sample_fps))
         row["has_audio"] = video.audio is not None
-        row["frames_used"] = int(video.frames.shape[0])
+        row["frames_used"] = video.distinct_frames  # different frames; the model gets frames.shape[0] of them
+        row["frames_repeated"] = video.frames_repeated
         row["audio_seconds"] = float(audio.size / 16_000)
         row["audio_truncated"] = video.audio_truncated
         row["video_seconds"] = float(video.duration)

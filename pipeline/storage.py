@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,8 +47,48 @@ def _client(endpoint_url: str | None, region: str | None, attempts: int):
         endpoint_url=endpoint_url,
         region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         # "standard" retries throttling (503 SlowDown), 5xx and connection errors with jittered backoff.
-        config=Config(retries={"max_attempts": attempts, "mode": "standard"}),
+        # `total_max_attempts` counts every try, the first included (botocore's `max_attempts` would count the
+        # retries after it: 3 gave 4 requests).
+        config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}),
     )
+
+
+# S3 error codes that say the object is absent or forbidden: reading again gives the same answer.
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
+DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "Forbidden", "403"})
+_RETRY_INFO = re.compile(r" \(reached max retries: (\d+)\)")
+
+
+def error_text(error: BaseException, max_attempts: int | None = None) -> str:
+    """The message of a storage error, counting tries as storage.max_attempts does: botocore's own text says
+    "(reached max retries: N)" for N + 1 tries, which reads here "(after N + 1 tries, storage.max_attempts=M)"."""
+    setting = f", storage.max_attempts={max_attempts}" if max_attempts is not None else ""
+    return _RETRY_INFO.sub(lambda m: f" (after {int(m[1]) + 1} tries{setting})", str(error))
+
+
+def read_failure(error: BaseException, uri: str, max_attempts: int) -> tuple[str, str]:
+    """The row's error type (pipeline.errors) and message for a failed read of `uri`.
+
+    Absent (NoSuchKey, NoSuchBucket, 404, a missing local file) -> "NotFound" and forbidden (AccessDenied,
+    403, a local PermissionError) -> "AccessDenied": permanent. Everything else -> "ReadError", transient:
+    throttling, 5xx, timeouts and connection errors (botocore retried those up to max_attempts tries), and
+    rejected credentials (an expired token, a skewed clock: about the run, not the object).
+    """
+    from botocore.exceptions import ClientError
+
+    text = f"{type(error).__name__}: {error_text(error, max_attempts)}"
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in NOT_FOUND_CODES or (status == 404 and not code):
+            return "NotFound", f"{uri}: not found ({text})"
+        if code in DENIED_CODES or (status == 403 and not code):
+            return "AccessDenied", f"{uri}: access denied ({text})"
+    elif isinstance(error, FileNotFoundError | NotADirectoryError):
+        return "NotFound", f"{uri}: not found ({text})"
+    elif isinstance(error, PermissionError):
+        return "AccessDenied", f"{uri}: access denied ({text})"
+    return "ReadError", text
 
 
 class Storage:

@@ -150,3 +150,33 @@ def test_a_decode_past_its_deadline_becomes_a_transient_timeout_row(clip, tmp_pa
     assert "decode.timeout_seconds=0.001" in out["error_message"]
     (ok,) = to_rows(DecodeStage(DecodeConfig(), StorageConfig())(pa.Table.from_pylist([row])))
     assert ok["status"] == OK and ok["audio_truncated"] is False
+
+
+def test_a_one_frame_clip_reports_one_distinct_frame_and_says_it_was_repeated(tmp_path):
+    import pyarrow as pa
+
+    from pipeline.config import StorageConfig
+    from pipeline.rows import OK, to_rows
+    from pipeline.sink import SCHEMA, to_table
+    from pipeline.stages import DecodeStage
+
+    files = {"one.mp4": make_clip(seconds=0.125, fps=8), "normal.mp4": make_clip(seconds=3.0, fps=8)}
+    rows = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        rows.append({"id": name, "uri": str(tmp_path / name), "status": OK, "error_type": None, "error_message": None})
+    stage = DecodeStage(DecodeConfig(num_frames=8), StorageConfig())
+    one, normal = to_rows(stage(pa.Table.from_pylist(rows)))
+    assert one["status"] == OK and one["frames_used"] == 1 and one["frames_repeated"] is True
+    assert normal["status"] == OK and normal["frames_used"] == 8 and normal["frames_repeated"] is False
+    # The model still gets the sampled count (even, for the vision encoder's temporal pairs).
+    assert decode_video(files["one.mp4"], DecodeConfig(num_frames=8)).frames.shape[0] == 8
+    # Both decoders count the same, and the written rows carry the column.
+    for decoder in (decode._decode_decord, decode._decode_pyav):
+        video = decoder(files["one.mp4"], DecodeConfig(num_frames=8))
+        assert video.distinct_frames == 1 and video.frames_repeated, decoder.__name__
+        video = decoder(files["normal.mp4"], DecodeConfig(num_frames=8))
+        assert video.distinct_frames == 8 and not video.frames_repeated, decoder.__name__
+    assert SCHEMA.field("frames_repeated").type == pa.bool_()
+    written = to_table([one, normal], run_id="r").to_pylist()
+    assert [(r["frames_used"], r["frames_repeated"]) for r in written] == [(1, True), (8, False)]
