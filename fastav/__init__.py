@@ -12,18 +12,22 @@ decoders), `fastav.quality` the quality tools (agreement, calibration, attention
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import weakref
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from fastav.adapter import UnsupportedModelError
-from fastav.config import FastAVConfig
-from fastav.families import FAMILIES, family_of, resolve, supported_classes
-from fastav.layout import Layout, Modality, SpanLayout, TokenIdLayout
-from fastav.plan import PlanError
-from fastav.presets import PRESETS, Preset, get_preset
-from fastav.pruner import Pruner
-from fastav.stats import SampleStats
+    from fastav.adapter import UnsupportedModelError
+    from fastav.config import FastAVConfig
+    from fastav.families import FAMILIES, family_of, supported_classes
+    from fastav.layout import Layout, Modality, SpanLayout, TokenIdLayout
+    from fastav.plan import PlanError
+    from fastav.presets import PRESETS, Preset, get_preset
+    from fastav.pruner import Pruner
+    from fastav.stats import SampleStats
 
 __all__ = [
     "FAMILIES",
@@ -46,6 +50,42 @@ __all__ = [
     "supported_classes",
 ]
 
+# The public names live in submodules, imported on first use (PEP 562): `import fastav.config` (what validating a
+# job config needs) then imports pydantic only, not torch and the model families.
+_LAZY = {
+    "UnsupportedModelError": "fastav.adapter",
+    "FastAVConfig": "fastav.config",
+    "FAMILIES": "fastav.families",
+    "family_of": "fastav.families",
+    "resolve": "fastav.families",
+    "supported_classes": "fastav.families",
+    "Layout": "fastav.layout",
+    "Modality": "fastav.layout",
+    "SpanLayout": "fastav.layout",
+    "TokenIdLayout": "fastav.layout",
+    "PlanError": "fastav.plan",
+    "PRESETS": "fastav.presets",
+    "Preset": "fastav.presets",
+    "get_preset": "fastav.presets",
+    "Pruner": "fastav.pruner",
+    "SampleStats": "fastav.stats",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: fastav.families, fastav.quality, ...
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 _ENABLED: weakref.WeakKeyDictionary[torch.nn.Module, Pruner] = weakref.WeakKeyDictionary()
 
 
@@ -63,11 +103,19 @@ def enable(
     """
     if model in _ENABLED:
         raise RuntimeError("FastAV is already enabled on this model; call fastav.disable(model) first")
+    from fastav.families import resolve
+    from fastav.presets import get_preset
+    from fastav.pruner import Pruner
+
     if preset is not None:
         preset = get_preset(preset) if isinstance(preset, str) else preset
         config = config if config is not None else preset.config
         layout = layout if layout is not None else preset.layout
-    pruner = Pruner(resolve(model), config if config is not None else FastAVConfig(), layout)
+    if config is None:
+        from fastav.config import FastAVConfig
+
+        config = FastAVConfig()
+    pruner = Pruner(resolve(model), config, layout)
     pruner.attach()
     _ENABLED[model] = pruner
     return pruner

@@ -6,15 +6,60 @@ and both name the offending field.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Strategy = Literal["none", "fastav", "fastv", "random", "low_attentive", "gradual"]
 PrunableModality = Literal["video", "audio", "image"]
 
 
-class FastAVConfig(BaseModel):
+def _is_numeric(annotation: Any) -> bool:
+    """Whether a field's type holds an int or a float (alone, optional, or in a tuple)."""
+    if annotation is int or annotation is float:
+        return True
+    if typing.get_origin(annotation) is Literal:
+        return False
+    return any(_is_numeric(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
+
+
+def _check_number(value: Any) -> None:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got a boolean ({str(value).lower()})")
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return  # pydantic's own check names what was given
+    if isinstance(number, float) and math.isnan(number):
+        raise ValueError("must be a number, got nan")
+    if isinstance(number, float) and math.isinf(number):
+        raise ValueError(f"must be a finite number, got {'-' if number < 0 else ''}inf")
+
+
+def numbers_only(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A `mode="before"` validator for every field: an int or float field (or a tuple of them) refuses booleans
+    (pydantic would read true as 1) and NaN or infinity (NaN fails every bound, so pydantic would report the
+    first bound, "should be less than 1"). Ints stay valid for float fields."""
+    field = cls.model_fields.get(info.field_name) if info.field_name else None
+    if field is not None and _is_numeric(field.annotation):
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            _check_number(item)
+    return value
+
+
+class NumbersOnly(BaseModel):
+    """A base whose int and float fields take only numbers: no booleans, no NaN or infinity."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    _numbers_only = field_validator("*", mode="before")(numbers_only)
+
+
+class FastAVConfig(NumbersOnly):
     """Settings for in-LLM audio/video token pruning.
 
     Strategies:
@@ -31,7 +76,7 @@ class FastAVConfig(BaseModel):
       - ``none``: run unpruned (baseline in the same code path).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")  # allow_inf_nan=False from NumbersOnly
 
     strategy: Strategy = "fastav"
     global_layer: int | None = Field(

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline.config import ModelConfig, PipelineConfig, SourceConfig
+from pipeline.config_errors import ConfigFileError, describe_config_error
 
 
 def embedded_default(workdir: Path) -> PipelineConfig:
@@ -54,10 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from pipeline.errors import InputError, SummaryError
-    from pipeline.graph import run
-    from pipeline.summary import format_summary
-
     try:
         if args.config_json:
             config = PipelineConfig.model_validate_json(args.config_json)
@@ -72,9 +69,17 @@ def main(argv: list[str] | None = None) -> int:
             "retry_errors": args.retry_errors or None,
         }
         config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    except (ValidationError, OSError) as error:
-        print(f"batch_infer: invalid configuration: {error}", file=sys.stderr)
+    except (ValidationError, ConfigFileError, OSError) as error:
+        for line in describe_config_error(error):
+            print(f"batch_infer: invalid configuration: {line}", file=sys.stderr)
         return 2
+
+    # Only a valid config gets here: the pipeline (Ray, torch, the model families) is imported after the check,
+    # so a typo is reported without waiting for them.
+    from pipeline.errors import InputError, SummaryError
+    from pipeline.graph import run
+    from pipeline.summary import format_summary
+
     try:
         summary = run(config)
     except InputError as error:

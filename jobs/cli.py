@@ -31,6 +31,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline.config import PipelineConfig
+from pipeline.config_errors import ConfigFileError, describe_config_error
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FORWARDED_ENV = (
@@ -297,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValidationError, OSError) as error:
+    except (ValidationError, ConfigFileError, OSError) as error:
         if isinstance(error, ConnectionError):
             print(f"fastav: {_one_line(error, getattr(args, 'address', '?'))}", file=sys.stderr)
         else:
-            print(f"fastav: invalid configuration: {error}", file=sys.stderr)
+            for line in describe_config_error(error):
+                print(f"fastav: invalid configuration: {line}", file=sys.stderr)
         return 2
     except Exception as error:
         known = _one_line(error, getattr(args, "address", "?"))

@@ -1,23 +1,25 @@
 """PipelineConfig: one validated settings object for the batch-inference job (YAML file or Python).
 
 Unknown keys are rejected by name; credentials never appear here (they come from the standard AWS chain
-or the environment).
+or the environment). Numeric fields take numbers only: no booleans, no NaN or infinity. Imports pydantic and
+yaml only (no torch, no Ray), so a config is checked in well under a second.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from fastav import FastAVConfig
+from fastav.config import FastAVConfig, NumbersOnly
+from pipeline.config_errors import ConfigFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersOnly):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -27,8 +29,38 @@ class StorageConfig(_Strict):
     endpoint_url: str | None = None
     region: str | None = None
     max_attempts: int = Field(
-        default=10, ge=1, description="tries per S3 request (throttling, 5xx and connection errors are retried)"
+        default=10,
+        ge=1,
+        description="tries per S3 request in all, the first included (throttling, 5xx, timeouts and connection "
+        "errors are tried again with backoff)",
     )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_has_scheme(cls, value: str | None) -> str | None:
+        problem = cls.endpoint_problem(value, "storage.endpoint_url") if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @staticmethod
+    def endpoint_problem(url: str, setting: str) -> str | None:
+        """Why `url` is not an endpoint boto3 and the preflight can use (None: it is). Without a scheme,
+        "127.0.0.1:5055" would parse as a path and a connect check would fall back to port 80."""
+        from urllib.parse import urlsplit
+
+        if "://" not in url:
+            return f"{setting} '{url}' has no scheme: write http://{url} (or https://{url})"
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            return f"{setting} '{url}' must start with http:// or https://"
+        if not parts.hostname:
+            return f"{setting} '{url}' names no host: write http://HOST:PORT"
+        try:
+            parts.port  # noqa: B018 (parsing the port is the check)
+        except ValueError:
+            return f"{setting} '{url}' has a port that is not a number: write http://HOST:PORT"
+        return None
 
 
 class SourceConfig(_Strict):
@@ -137,6 +169,47 @@ class PipelineConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: object) -> PipelineConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        """Raises OSError (unreadable), ConfigFileError (not YAML, or not a mapping) or ValidationError."""
+        data = read_yaml_mapping(path)
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(data)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})" if len(value) <= 40 else f"a string ({value[:37]!r}...)"
+    return f"a {type(value).__name__}"
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file ({} for an empty file); ConfigFileError names the file, and for a
+    syntax error its line and column (1-based), in one line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = error.problem or error.context or "syntax error"
+        if error.context and problem.startswith("but "):  # "expected a single document ..., but found another"
+            problem = f"{error.context}, {problem}"
+        problem = " ".join(problem.split())
+        raise ConfigFileError(f"{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as error:
+        raise ConfigFileError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(
+            f"{path}: the top level must be a mapping of settings (source:, output:, model:, ...), got {_kind(data)}"
+        )
+    return data
