@@ -72,7 +72,7 @@ class FastAVConfig(NumbersOnly):
       - ``gradual`` (ours, beyond the paper): no global cut; before every layer from ``gradual_start`` on drop
         the same fraction of the remaining AV tokens, the lowest-attended ones, so that ``gradual_keep`` of
         them enter the last layer. At the paper's FLOPs budget it follows the unpruned model much more closely
-        on a real LM (README, "Fidelity").
+        on a real LM (docs/quality.md, "Which strategy").
       - ``none``: run unpruned (baseline in the same code path).
     """
 

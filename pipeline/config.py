@@ -7,6 +7,7 @@ yaml only (no torch, no Ray), so a config is checked in well under a second.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,18 +145,26 @@ class JobFastAVConfig(FastAVConfig):
         return FastAVConfig.model_validate(self.model_dump(exclude={"shadow_fraction"}))
 
 
+class SinkConfig(_Strict):
+    """When the driver writes a Parquet part: every `max_rows_per_part` rows, or when the oldest waiting row has
+    waited `max_seconds_per_part`, whichever comes first. A killed run redoes at most the finished rows not yet
+    written, so these bound the work at risk (about a minute by default)."""
+
+    max_rows_per_part: int | None = Field(
+        default=256, ge=1, description="rows per Parquet part at most; null: one part per model batch"
+    )
+    max_seconds_per_part: float = Field(
+        default=60.0, gt=0, description="a part is written when its oldest row has waited this long"
+    )
+
+
+_OLD_SINK_KEYS = {"rows_per_file": "max_rows_per_part", "flush_seconds": "max_seconds_per_part"}
+
+
 class PipelineConfig(_Strict):
     source: SourceConfig
     output: str = Field(description="local directory or s3://bucket/prefix for the Parquet files")
-    rows_per_file: int | None = Field(
-        default=256,
-        ge=1,
-        description="rows Ray Data gathers per Parquet part: fewer, larger files and write tasks; an "
-        "interrupted run redoes the finished rows not yet written; null: one part per model batch",
-    )
-    flush_seconds: float = Field(
-        default=300.0, gt=0, description="a part is also written when its oldest row has waited this long"
-    )
+    sink: SinkConfig = SinkConfig()
     progress_seconds: float = Field(default=30.0, gt=0, description="a progress line this often when not on a TTY")
     retry_errors: bool = Field(default=False, description="rerun ids that failed for good too (permanent errors)")
     model: ModelConfig
@@ -166,6 +175,25 @@ class PipelineConfig(_Strict):
     fastav: JobFastAVConfig = JobFastAVConfig()
     run_id: str | None = Field(default=None, description="default: a timestamp")
     overwrite: bool = Field(default=False, description="delete earlier outputs instead of resuming")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_sink_keys(cls, data: Any) -> Any:
+        """`rows_per_file` and `flush_seconds` (deprecated) still work, as sink.max_rows_per_part and
+        sink.max_seconds_per_part."""
+        if not isinstance(data, dict) or not _OLD_SINK_KEYS.keys() & data.keys():
+            return data
+        data = dict(data)
+        sink = data.get("sink") or {}
+        sink = dict(sink.model_dump(exclude_unset=True) if isinstance(sink, SinkConfig) else sink)
+        for old, new in _OLD_SINK_KEYS.items():
+            if old in data:
+                if new in sink:
+                    raise ValueError(f"{old} and sink.{new} are both set: keep sink.{new}")
+                sink[new] = data.pop(old)
+                logging.getLogger(__name__).warning("%s is deprecated: write sink.%s instead", old, new)
+        data["sink"] = sink
+        return data
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: object) -> PipelineConfig:

@@ -1,9 +1,10 @@
-"""Sink: Parquet output (a part per `rows_per_file` rows, deterministic names, atomic writes) and resume bookkeeping.
+"""Sink: Parquet output (a part per `sink.max_rows_per_part` rows or `sink.max_seconds_per_part` seconds,
+deterministic names, atomic writes) and resume bookkeeping.
 
 Every input video becomes exactly one row, success or error, in `part-<hash of the part's ids>.parquet`.
 The schema below is the contract users query with DuckDB / pandas / Spark. The job's driver writes the parts
-as result rows reach it (`PartWriter`), so parts land while the job runs: an interrupted run loses at most
-the rows not yet gathered into a part.
+as result rows reach it (`PartWriter`), so parts land steadily while the job runs: an interrupted run loses at
+most the rows not yet gathered into a part (bounded in rows and in seconds).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import logging
+import threading
 import time
 
 import pyarrow as pa
@@ -20,6 +23,8 @@ import pyarrow.parquet as pq
 from pipeline.errors import PERMANENT, retryable
 from pipeline.rows import OK
 from pipeline.storage import Storage, join
+
+log = logging.getLogger(__name__)
 
 SCHEMA = pa.schema(
     [
@@ -99,41 +104,71 @@ def encode_parquet(table: pa.Table) -> bytes:
 
 
 class PartWriter:
-    """Gathers result rows and writes a Parquet part whenever `rows_per_file` rows are waiting, or the oldest
-    has waited `flush_seconds`; each part is written atomically under a name derived from its ids.
-    `rows_per_file=None` writes every batch as it arrives."""
+    """Gathers result rows and writes a Parquet part whenever `max_rows` rows are waiting or the oldest has waited
+    `max_seconds` (a timer thread checks, so the bound holds while no rows arrive too); each part is written
+    atomically under a name derived from its ids. `max_rows=None` writes every batch as it arrives. An interrupted
+    run loses only the rows waiting here: fewer than `max_rows`, the oldest finished under `max_seconds` ago.
+    `close()` writes what waits and stops the timer."""
 
     def __init__(
         self,
         output: str,
         storage: Storage,
         run_id: str,
-        rows_per_file: int | None,
-        flush_seconds: float = 300.0,
+        max_rows: int | None,
+        max_seconds: float = 60.0,
     ) -> None:
         self.output, self.storage, self.run_id = output, storage, run_id
-        self.rows_per_file, self.flush_seconds = rows_per_file, flush_seconds
+        self.max_rows, self.max_seconds = max_rows, max_seconds
         self.parts: list[str] = []
         self.rows_written = 0
         self._pending: list[dict] = []
         self._oldest = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
 
     def add(self, rows: list[dict]) -> None:
-        if not self._pending:
-            self._oldest = time.monotonic()
-        self._pending.extend(rows)
-        size = self.rows_per_file or len(self._pending)
-        while len(self._pending) >= size > 0:
-            self._write(self._pending[:size])
-            self._pending = self._pending[size:]
-            self._oldest = time.monotonic()
-        if self._pending and time.monotonic() - self._oldest >= self.flush_seconds:
-            self.flush()
+        with self._lock:
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.extend(rows)
+            size = self.max_rows or len(self._pending)
+            while len(self._pending) >= size > 0:
+                self._write(self._pending[:size])
+                self._pending = self._pending[size:]
+                self._oldest = time.monotonic()
+            if self._pending and time.monotonic() - self._oldest >= self.max_seconds:
+                self._flush()
+        if self._timer is None:
+            self._timer = threading.Thread(target=self._watch, name="part-writer", daemon=True)
+            self._timer.start()
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def close(self) -> None:
+        """Stop the timer and write what waits."""
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        self.flush()
+
+    def _flush(self) -> None:
         if self._pending:
             self._write(self._pending)
             self._pending = []
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.max_seconds / 4)):
+            with self._lock:
+                if not self._pending or time.monotonic() - self._oldest < self.max_seconds:
+                    continue
+                try:
+                    self._flush()
+                except Exception as error:  # the rows wait on; the next add() or close() tries again and raises
+                    log.warning("writing a part failed (%s: %s); trying again later", type(error).__name__, error)
 
     def _write(self, rows: list[dict]) -> None:
         name = part_name([r["id"] for r in rows])

@@ -1,4 +1,8 @@
-"""Run summary: counts, errors by type, tokens and FLOPs saved, throughput; a table and `_summary.json`."""
+"""Run summary: counts, errors by type, tokens and FLOPs saved, throughput; a table and `_summary.json`.
+
+Wall time and videos/s are the progress's (`pipeline.progress`): the wall time is taken from the job's clock
+just before the summary is written, so it includes reading the parts back.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from pipeline.errors import retryable
+from pipeline.progress import RunClock, format_rate, throughput
 from pipeline.sink import SUMMARY_NAME, read_parts
 from pipeline.storage import Storage, join
 
@@ -39,15 +44,16 @@ def _shadow(ok) -> dict:
     }
 
 
-def summarize(output: str, storage: Storage, run: dict) -> dict:
-    """Summary of everything in `output` (all runs so far) plus this run's counts and throughput."""
+def summarize(output: str, storage: Storage, run: dict, clock: RunClock) -> dict:
+    """Summary of everything in `output` (all runs so far) plus this run's counts and throughput, with the wall
+    time of `clock` (the job's) at the moment it is written."""
     table = read_parts(output, storage, _COLUMNS)
     ok = table.filter(pc.equal(table["status"], "success"))
     this_run = table.filter(pc.equal(table["run_id"], run["run_id"]))
     flops_unpruned, flops_pruned = _sum(ok, "flops_unpruned"), _sum(ok, "flops_pruned")
-    wall = run.get("wall_seconds") or 0.0
     summary = {
         **run,
+        "wall_seconds": None,  # set last, just before writing
         "output": output,
         "videos": table.num_rows,
         "success": ok.num_rows,
@@ -55,7 +61,7 @@ def summarize(output: str, storage: Storage, run: dict) -> dict:
         "errors_by_type": dict(Counter(v for v in table["error_type"].to_pylist() if v)),
         "errors_retryable": sum(1 for v in table["error_type"].to_pylist() if v and retryable(v)),
         "processed_this_run": this_run.num_rows,
-        "videos_per_second_this_run": round(this_run.num_rows / wall, 3) if wall else None,
+        "videos_per_second_this_run": None,
         "tokens_input": int(_sum(ok, "tokens_input")),
         "tokens_last_layer": int(_sum(ok, "tokens_last_layer")),
         "tokens_video": int(_sum(ok, "tokens_video")),
@@ -67,6 +73,9 @@ def summarize(output: str, storage: Storage, run: dict) -> dict:
         "mean_ms": {c: _mean(ok, c) for c in ("decode_ms", "preprocess_ms", "prefill_ms", "generate_ms")},
         "shadow": _shadow(ok),
     }
+    wall = clock.seconds()
+    summary["wall_seconds"] = round(wall, 3)
+    summary["videos_per_second_this_run"] = round(throughput(this_run.num_rows, wall), 3)
     storage.write(join(output, SUMMARY_NAME), json.dumps(summary, indent=2).encode())
     return summary
 
@@ -76,7 +85,7 @@ def format_summary(summary: dict) -> str:
         f"run {summary['run_id']} -> {summary['output']}",
         f"  videos          {summary['videos']} ({summary['success']} success, {summary['error']} error)",
         f"  this run        {summary['processed_this_run']} in {summary.get('wall_seconds', 0):.1f}s"
-        + (f" ({summary['videos_per_second_this_run']} videos/s)" if summary["videos_per_second_this_run"] else ""),
+        + (f" ({format_rate(summary['videos_per_second_this_run'])})" if summary["videos_per_second_this_run"] else ""),
     ]
     for kind, count in sorted(summary["errors_by_type"].items()):
         policy = "transient: a rerun retries it" if retryable(kind) else "permanent: a rerun skips it"

@@ -51,9 +51,24 @@ def test_calibrate_on_a_text_decoder(checkpoints, tmp_path, capsys, family):
     assert flops == sorted(flops) and [p["top1"] for p in result["frontier"]] == sorted(
         p["top1"] for p in result["frontier"]
     )
-    best = result["best"]
-    assert best["flops_ratio"] <= 0.8
-    assert best["top1"] == max(p["top1"] for p in result["points"] if p["flops_ratio"] <= 0.8)
+    # every point carries its spread over the two inputs
+    for p in result["points"]:
+        spread = p["top1_spread"]
+        assert p["inputs"] == 2 and len(spread["per_input"]) == len(p["kl_spread"]["per_input"]) == 2
+        assert spread["min"] <= p["top1"] <= spread["max"] and spread["se"] >= 0 and p["kl_spread"]["se"] >= 0
+    # each strategy's FLOPs-matched setting is in the sweep, at the budget
+    matched = [p for p in result["points"] if p["matched"]]
+    assert sorted(p["settings"]["strategy"] for p in matched) == ["fastav", "fastv", "low_attentive"]
+    assert [p["settings"] for p in matched] == result["matched"] and not result["unmatched"]
+    assert all(0.79 <= p["flops_ratio"] <= 0.8 for p in matched)
+    # the pick: the lowest KL among the settings tied (within noise) with the top-1 leader
+    best, chosen = result["best"], result["pick"]
+    fitting = [p for p in result["points"] if p["flops_ratio"] <= 0.8]
+    leader = max(p["top1"] for p in fitting)
+    tied = [p for p in fitting if p["settings"] in chosen["tied"]]
+    assert best["flops_ratio"] <= 0.8 and chosen["best"] == best["settings"] and best in tied
+    assert any(p["top1"] == leader for p in tied) and best["kl"] == min(p["kl"] for p in tied)
+    assert chosen["tie"] == (len(tied) > 1) and chosen["noise"] >= 1 / 6  # at least one of the 6 steps
     assert (out / "frontier.png").read_bytes().startswith(PNG)
     # the written block is accepted by the job and is the best setting
     block = yaml.safe_load((out / "fastav.yaml").read_text())
@@ -61,7 +76,41 @@ def test_calibrate_on_a_text_decoder(checkpoints, tmp_path, capsys, family):
         {"source": {"uri": "/v"}, "output": "/o", "model": {"checkpoint": "/m"}, **block}
     )
     assert job.fastav.pruning().summary() == best["settings"]
-    assert "frontier" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "frontier" in printed and "pick: highest mean top-1 agreement" in printed and "[FLOPs-matched]" in printed
+    assert ("tie: " in printed) == chosen["tie"] and " ±se " in printed
+
+
+def test_the_frontier_figure_marks_the_pick_and_tells_a_strategys_settings_apart(tmp_path):
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_rgba
+
+    from pipeline import plots
+
+    def point(flops, top1, matched=False, **settings):
+        return {"settings": {"strategy": "fastav", **settings}, "flops_ratio": flops, "top1": top1, "kl": 0.3,
+                "top1_spread": {"se": 0.02}, "matched": matched}  # fmt: skip
+
+    points = [
+        point(0.3, 0.5, global_layer=7, global_keep_ratio=1 / 3, fine_ratio=0.1),
+        point(0.32, 0.55, global_layer=7, global_keep_ratio=0.5, fine_ratio=0.1),
+        point(0.5, 0.6, global_layer=15, global_keep_ratio=1 / 3, fine_ratio=0.2),
+        point(0.56, 0.7, matched=True, global_layer=15, global_keep_ratio=0.36, fine_ratio=0.2),
+    ]
+    figure, axis, marks = plots.calibration_figure(points, [points[1], points[3]], 0.56, "t", pick=points[3])
+    assert marks == {"pick": (0.56, 0.7)}
+    (ring,) = [c for c in axis.collections if c.get_label() == "pick"]
+    assert ring.get_offsets().tolist() == [[0.56, 0.7]] and to_rgba("red") in map(tuple, ring.get_edgecolors())
+    # one colour, three markers: the layer-7 settings, the layer-15 one, the matched one
+    shapes = [c for c in axis.collections if isinstance(c, PathCollection) and c.get_label() != "pick"]
+    assert sorted(len(c.get_offsets()) for c in shapes) == [1, 1, 2]
+    assert len({c.get_paths()[0].vertices.tobytes() for c in shapes}) == 3
+    assert {tuple(c.get_facecolors()[0]) for c in shapes} == {tuple(shapes[0].get_facecolors()[0])}
+    assert "L15 k.36 P.2" in [t.get_text() for t in axis.texts]  # frontier points are labelled
+    assert any(t.get_text().startswith("pick: fastav L15 k.36 P.2") for t in axis.texts)
+    figure.clf()
+    path = plots.calibration(points, points[1:2], 0.56, tmp_path / "f.png", "t", pick=points[0])
+    assert path.read_bytes().startswith(PNG)
 
 
 def test_calibrate_says_when_nothing_fits(checkpoints, tmp_path, capsys):
@@ -85,7 +134,9 @@ def test_calibrate_and_rollout_on_the_omni_thinker_from_a_job_config(tmp_path, c
     argv = ["calibrate", "--config", str(job), "--inputs", "1", "--steps", "2", "--strategies", "fastav"]
     assert main([*argv, "--max-flops", "0.9", "--out", str(tmp_path / "cal")]) == 0
     result = json.loads((tmp_path / "cal/calibration.json").read_text())
-    assert result["inputs"] == [str(tmp_path / "videos/a.mp4")] and len(result["points"]) == 8
+    assert result["inputs"] == [str(tmp_path / "videos/a.mp4")] and len(result["points"]) == 8 + 1
+    (matched,) = [p for p in result["points"] if p["matched"]]  # planned with the thinker's own token layout
+    assert matched["settings"]["strategy"] == "fastav" and 0.89 <= matched["flops_ratio"] <= 0.9
 
     assert main(["rollout", "--config", str(job), "--out", str(tmp_path / "ro")]) == 0
     report = json.loads((tmp_path / "ro/rollout.json").read_text())

@@ -127,7 +127,7 @@ def test_a_file_that_is_not_text_is_named(tmp_path):
         ({"infer": {"num_gpus": True}}, "infer.num_gpus: must be a number, got a boolean (true)"),
         ({"infer": {"batch_size": False}}, "infer.batch_size: must be a number, got a boolean (false)"),
         ({"source": {"uri": "/v", "limit": True}}, "source.limit: must be a number, got a boolean (true)"),
-        ({"flush_seconds": -math.inf}, "flush_seconds: must be a finite number, got -inf"),
+        ({"sink": {"max_seconds_per_part": -math.inf}}, "sink.max_seconds_per_part: must be a finite number, got -inf"),
         ({"fastav": {"shadow_fraction": math.nan}}, "fastav.shadow_fraction: must be a number, got nan"),
         ({"fastav": {"global_cut": True}}, "fastav.global_cut: must be a number, got a boolean (true)"),
     ],

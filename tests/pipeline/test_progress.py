@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
+import time
 
 import yaml
 
-from pipeline.progress import Progress
+from pipeline.progress import Progress, RunClock
 from tests.jobrun import batch_infer
 from tests.pipeline.conftest import write_local
 from tests.pipeline.test_graph import config
@@ -45,6 +47,66 @@ def test_logs_get_a_line_with_counts_rate_eta_and_savings(caplog):
     ), lines[0]
 
 
+def test_the_bar_says_loading_model_until_the_first_result():
+    screen = Terminal()
+    progress = Progress(total=3, stream=screen, tick=0.05)
+    time.sleep(0.2)  # no result yet: the bar still moves on
+    waiting = screen.getvalue()
+    progress.update(_rows(1, 0))
+    after = screen.getvalue()[len(waiting) :]
+    progress.close()
+    assert "loading model" in waiting and "0/3" in waiting, waiting
+    assert "loading model" not in after and "1/3" in after and "videos/s" in after, after
+
+
+def test_logs_say_loading_model_while_no_result_has_arrived(caplog):
+    caplog.set_level("INFO", logger="fastav.progress")
+    progress = Progress(total=4, interval=0.05, stream=io.StringIO(), tick=0.05)
+    assert "loading model" in progress.line()
+    time.sleep(0.3)  # nothing arrives, yet lines come
+    while_loading = [r.getMessage() for r in caplog.records]
+    progress.update(_rows(4, 0))
+    progress.close()
+    assert while_loading and all(
+        re.fullmatch(r"progress: 0/4 videos \(0%\), loading model \(0m00s since start\)", m) for m in while_loading
+    ), while_loading
+    assert "loading model" not in caplog.records[-1].getMessage()
+
+
+def test_log_lines_print_above_the_bar_not_through_it():
+    screen = Terminal()
+    handler = logging.StreamHandler(screen)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        progress = Progress(total=4, stream=screen)
+        progress.update(_rows(1, 0))
+        logging.getLogger("pipeline.ray").warning("inference actor restarted after a crash")
+        progress.update(_rows(1, 0))
+        progress.close()
+    finally:
+        root.removeHandler(handler)
+    assert not any(type(h).__name__ == "_AboveBar" for h in root.handlers)  # the console handler is back
+    lines = [line.split("\r")[-1] for line in screen.getvalue().split("\n")]
+    assert "inference actor restarted after a crash" in lines  # a line of its own, no bar fragment in it
+
+
+def test_the_final_line_reports_the_wall_time_it_is_given():
+    clock = RunClock()
+    progress = Progress(total=2, interval=1e9, stream=io.StringIO(), clock=clock)
+    progress.update(_rows(2, 0))
+    assert "4.00 videos/s" in progress.line(seconds=0.5) and "done in 0m00s" in progress.line(seconds=0.5)
+    progress.close()
+
+
+def _final_rates(log: str) -> tuple[str, str]:
+    """The videos/s of the progress's last line and of the summary table."""
+    progress = re.findall(r"progress: \d+/\d+ videos .*?, (\d+\.\d\d) videos/s, done in", log)
+    summary = re.findall(r"this run +\d+ in [\d.]+s \((\d+\.\d\d) videos/s\)", log)
+    assert progress and summary, log[-3000:]
+    return progress[-1], summary[-1]
+
+
 def test_the_job_log_shows_progress_lines_and_no_ray_noise(ray_cluster, omni_checkpoint, clips, tmp_path):
     videos = {f"video_{i}.mp4": clips["clip_0000.mp4"] for i in range(6)}
     videos.update({"truncated.mp4": clips["truncated.mp4"], "not_a_video.mp4": clips["not_a_video.mp4"]})
@@ -69,3 +131,5 @@ def test_the_job_log_shows_progress_lines_and_no_ray_noise(ray_cluster, omni_che
         assert noise not in log, noise
     assert "videos          8 (6 success, 2 error)" in proc.stdout
     assert "error           DecodeError: 2 (permanent: a rerun skips it)" in proc.stdout
+    rate_in_progress, rate_in_summary = _final_rates(log)
+    assert rate_in_progress == rate_in_summary  # one throughput figure

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
 
+from pipeline.graph import run
 from pipeline.summary import format_summary
 from tests.jobrun import batch_infer
 from tests.pipeline.test_graph import config, download_parts
@@ -43,6 +45,9 @@ def test_sixty_percent_slowdowns_lose_no_row_and_write_the_summary(
     _corpus(s3, "throttled", clips, 4)
     proxy.fail_rate = 0.6
     cfg = config("s3://throttled/in/", "s3://throttled-out/run/", str(omni_checkpoint), proxy.url)
+    # 60% of requests failing: 16 tries leave a request failing for good at 0.6^16 (3e-4), as storage.max_attempts
+    # now counts tries (the default 10, 0.6%, failed the preflight's HeadBucket in one run of this test)
+    cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"max_attempts": 16})})
     proc = _run_job(cfg, tmp_path, ray_cluster)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proxy.injected >= 8 and proxy.injected / proxy.requests > 0.4
@@ -93,3 +98,30 @@ def test_the_summary_table_names_each_error_type_and_what_a_rerun_does():
     table = format_summary(summary)
     assert "  error           DecodeError: 3 (permanent: a rerun skips it)" in table
     assert "  error           ReadError: 1 (transient: a rerun retries it)" in table
+
+
+def test_wall_seconds_run_to_the_summary_reading_the_parts_back_included(
+    s3, proxy, ray_cluster, omni_checkpoint, clips, tmp_path
+):
+    """Under a slow store the summary's reading of the parts takes long: wall_seconds counts it (it ran to the
+    summary's writing), and videos/s is this run's rows over that wall time."""
+    _corpus(s3, "slowreads", clips, 3)
+    delay = 1.0
+
+    def slow_part_reads(method: str, path: str) -> bool:
+        if method == "GET" and "/part-" in path:
+            time.sleep(delay)
+        return False  # never fail: only slow
+
+    proxy.rule, proxy.fail_rate = slow_part_reads, 1.0
+    cfg = config(
+        "s3://slowreads/in/", "s3://slowreads-out/run/", str(omni_checkpoint), proxy.url, sink={"max_rows_per_part": 1}
+    )
+    start = time.monotonic()
+    summary = run(cfg)
+    elapsed = time.monotonic() - start
+    assert summary["processed_this_run"] == 3
+    assert summary["wall_seconds"] >= 3 * delay  # the three parts read back
+    assert elapsed - summary["wall_seconds"] < 0.5 * delay, (elapsed, summary["wall_seconds"])
+    assert summary["videos_per_second_this_run"] == round(3 / summary["wall_seconds"], 3)
+    assert json.loads(s3.read("s3://slowreads-out/run/_summary.json"))["wall_seconds"] == summary["wall_seconds"]
