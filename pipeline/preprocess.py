@@ -8,12 +8,10 @@ in its module under `fastav.families`.
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 
 import numpy as np
 
-from fastav.families import for_checkpoint
+from fastav.families import for_directory
 from fastav.families.base import Family
 from pipeline.config import PromptConfig
 
@@ -25,14 +23,10 @@ def load_processor(path: str):
     return AutoProcessor.from_pretrained(path)
 
 
-def checkpoint_config(path: str | Path) -> dict:
-    return json.loads((Path(path) / "config.json").read_text())
-
-
 @functools.lru_cache(maxsize=4)
 def checkpoint_family(path: str, family: str = "auto") -> Family:
     """The family of a local checkpoint directory (UnsupportedModelError if none, or if `family` disagrees)."""
-    return for_checkpoint(checkpoint_config(path), family)[0]
+    return for_directory(path, family)[0]
 
 
 def video_inputs(

@@ -18,11 +18,10 @@ from transformers.generation.streamers import BaseStreamer
 
 import fastav
 from fastav import FastAVConfig, varlen
-from fastav.families import for_checkpoint, require_video
+from fastav.families import for_directory, require_video
 from fastav.families.base import collate
 from fastav.quality.agreement import StepRecorder, kl, token_agreement
 from pipeline.config import ModelConfig
-from pipeline.preprocess import checkpoint_config
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def resolve_runtime(config: ModelConfig) -> Runtime:
 def load_model(path: str, config: ModelConfig):
     """The checkpoint's model through its family (refused before loading when no family supports it, or when it
     takes no video), on its device, in eval mode, with the resolved attention backends. Returns (model, runtime)."""
-    family, architecture = for_checkpoint(checkpoint_config(path), config.family)
+    family, architecture = for_directory(path, config.family)
     require_video(family, architecture)
     runtime = resolve_runtime(config)
     model = family.load(path, architecture, runtime.dtype, runtime.attn)

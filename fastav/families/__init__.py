@@ -8,7 +8,9 @@ for decoders with layers FastAV cannot prune exactly, the layer kind), never run
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
@@ -66,6 +68,11 @@ def family_of(model: torch.nn.Module) -> Family:
 def resolve(model: torch.nn.Module) -> Adapter:
     """What the pruner needs to know about `model`; raises UnsupportedModelError naming why not."""
     return family_of(model).adapter(model)
+
+
+def for_directory(path: str | Path, family: str = "auto") -> tuple[Family, str]:
+    """`for_checkpoint` of a local checkpoint directory's config.json."""
+    return for_checkpoint(json.loads((Path(path) / "config.json").read_text()), family)
 
 
 def require_video(family: Family, architecture: str) -> None:

@@ -53,12 +53,14 @@ class Family:
         return None
 
     def min_prune_layer(self, config: PretrainedConfig) -> int:
-        """The first layer tokens may be dropped before. Never 0 (generation reads layer 0's cache length)."""
-        return 1
+        """The first layer tokens may be dropped before. Never 0 (generation reads layer 0's cache length);
+        for a deepstack model, the number of text layers that receive deepstack features."""
+        return max(1, deepstack_layers(config))
 
     def min_prune_reason(self, config: PretrainedConfig) -> str:
         """Why layers before `min_prune_layer` are not prunable (for error messages)."""
-        return ""
+        k = deepstack_layers(config)
+        return f"deepstack adds visual features after text layers 0..{k - 1}" if k else ""
 
     def adapter(self, model: torch.nn.Module) -> Adapter:
         top = self.top(model)
@@ -128,6 +130,13 @@ class Family:
 
     def takes_audio(self) -> bool:
         return "audio" in self.modalities
+
+
+def deepstack_layers(config: PretrainedConfig) -> int:
+    """How many text layers receive deepstack features (the vision tower's `deepstack_visual_indexes`, Qwen3
+    families): the model adds them through a mask over the full-length sequence, so they come before pruning."""
+    vision = getattr(config, "vision_config", None)
+    return len(getattr(vision, "deepstack_visual_indexes", None) or ())
 
 
 def token_layout(config: PretrainedConfig, video: str, audio: str | None, image: str) -> TokenIdLayout:

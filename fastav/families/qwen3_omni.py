@@ -15,7 +15,6 @@ import torch
 from transformers import PretrainedConfig
 
 from fastav.families.base import Family, Prompt, token_layout
-from fastav.families.qwen3_vl import deepstack_layers
 from fastav.layout import Layout
 
 THINKER = "Qwen3OmniMoeThinkerForConditionalGeneration"
@@ -33,13 +32,6 @@ class Qwen3Omni(Family):
 
     def layout(self, config: PretrainedConfig) -> Layout:
         return token_layout(config, video="video_token_id", audio="audio_token_id", image="image_token_id")
-
-    def min_prune_layer(self, config: PretrainedConfig) -> int:
-        return max(1, deepstack_layers(config))
-
-    def min_prune_reason(self, config: PretrainedConfig) -> str:
-        k = deepstack_layers(config)
-        return f"deepstack adds visual features after text layers 0..{k - 1}" if k else ""
 
     def load(self, path: str, architecture: str, dtype: torch.dtype, attn: str) -> torch.nn.Module:
         from transformers import Qwen3OmniMoeThinkerForConditionalGeneration

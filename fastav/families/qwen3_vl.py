@@ -16,12 +16,6 @@ from fastav.families.qwen2_5_vl import video_metadata
 from fastav.layout import Layout
 
 
-def deepstack_layers(config: PretrainedConfig) -> int:
-    """How many text layers receive deepstack features (the vision tower's `deepstack_visual_indexes`)."""
-    vision = getattr(config, "vision_config", None)
-    return len(getattr(vision, "deepstack_visual_indexes", None) or ())
-
-
 class Qwen3VL(Family):
     name = "qwen3_vl"
     title = "Qwen3-VL (dense and MoE)"
@@ -30,13 +24,6 @@ class Qwen3VL(Family):
 
     def layout(self, config: PretrainedConfig) -> Layout:
         return token_layout(config, video="video_token_id", audio=None, image="image_token_id")
-
-    def min_prune_layer(self, config: PretrainedConfig) -> int:
-        return max(1, deepstack_layers(config))
-
-    def min_prune_reason(self, config: PretrainedConfig) -> str:
-        k = deepstack_layers(config)
-        return f"deepstack adds visual features after text layers 0..{k - 1}" if k else ""
 
     def video_kwargs(self, frames: np.ndarray, fps: float, prompt: Prompt) -> dict[str, object]:
         return dict(

@@ -191,11 +191,9 @@ def build_omni_processor():
 
 def load(path: Path, attn: str = "sdpa"):
     """A tiny checkpoint through its family's loader (the class its config.json names), fp32, eval mode."""
-    import json
+    from fastav.families import for_directory
 
-    from fastav.families import for_checkpoint
-
-    family, architecture = for_checkpoint(json.loads((Path(path) / "config.json").read_text()))
+    family, architecture = for_directory(path)
     return family.load(str(path), architecture, torch.float32, attn).eval()
 
 
@@ -278,15 +276,13 @@ def processed_batch(path: Path, specs: list[tuple[int, int, float | None, str]],
 
     spec per row: (frames, frame side in pixels, audio seconds or None, user prompt).
     """
-    import json
-
     import numpy as np
     from transformers import AutoProcessor
 
-    from fastav.families import for_checkpoint
+    from fastav.families import for_directory
     from fastav.families.base import collate
 
-    family, _ = for_checkpoint(json.loads((Path(path) / "config.json").read_text()))
+    family, _ = for_directory(path)
     processor = AutoProcessor.from_pretrained(path)
     rng = np.random.default_rng(seed)
     rows, audio_flags = [], []

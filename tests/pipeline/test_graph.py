@@ -91,7 +91,7 @@ def test_full_pipeline_on_s3_with_bad_inputs(s3, s3_endpoint, ray_cluster, omni_
         s3_endpoint,
         model={"cache_dir": str(tmp_path / "model-cache")},
         run_id="run-1",
-        rows_per_file=4,
+        sink={"max_rows_per_part": 4},
     )
     summary = run(cfg)
 

@@ -13,15 +13,13 @@ from pathlib import Path
 import duckdb
 import psutil
 import pytest
-import yaml
 
 from pipeline.config import PipelineConfig
 from pipeline.graph import run
 from pipeline.ray_output import ray_note, raylet_events
 from pipeline.sink import PartWriter
 from pipeline.storage import Storage
-from tests.jobrun import batch_infer, start_batch_infer
-from tests.pipeline.conftest import write_local
+from tests.jobrun import batch_infer, clip_corpus, config_file, start_batch_infer, wait_for
 from tests.pipeline.test_graph import config
 
 # Every line on stderr is a log line of ours (logging.basicConfig's format in jobs/batch_infer.py) ...
@@ -86,27 +84,6 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def _wait_for(predicate, job, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and job.poll() is None:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
-
-
-def _clips(tmp_path: Path, clips: dict, count: int) -> Path:
-    good = [v for k, v in sorted(clips.items()) if k.startswith("clip_")]
-    return write_local(tmp_path / "videos", {f"video_{i:02d}.mp4": good[i % len(good)] for i in range(count)})
-
-
-def _config_file(cfg: PipelineConfig, tmp_path: Path) -> Path:
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    return path
-
-
 # -- Ray's output: one line of ours per event -------------------------------------------------------------------
 
 
@@ -147,7 +124,7 @@ def test_the_embedded_default_prints_only_our_lines(tmp_path):
 def test_an_actor_crash_and_a_memory_warning_are_one_line_each(ray_cluster, omni_checkpoint, clips, tmp_path):
     output = tmp_path / "out"
     cfg = config(
-        str(_clips(tmp_path, clips, 8)),
+        str(clip_corpus(tmp_path, clips, 8)),
         str(output),
         str(omni_checkpoint),
         decode={"batch_size": 1, "memory_mb": 64},  # less than a decode worker uses: Ray Data warns
@@ -157,11 +134,11 @@ def test_an_actor_crash_and_a_memory_warning_are_one_line_each(ray_cluster, omni
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with open(out, "w") as stdout, open(err, "w") as stderr:
         job = start_batch_infer(
-            "--config", str(_config_file(cfg, tmp_path)), env={"RAY_ADDRESS": ray_cluster}, stdout=stdout, stderr=stderr
+            "--config", str(config_file(cfg, tmp_path)), env={"RAY_ADDRESS": ray_cluster}, stdout=stdout, stderr=stderr
         )
         try:
             # our cluster's actors are this process's descendants
-            victims = _wait_for(lambda: list(output.glob("part-*")) and _infer_actors(os.getpid()), job, timeout=300)
+            victims = wait_for(lambda: list(output.glob("part-*")) and _infer_actors(os.getpid()), job, timeout=300)
             assert victims, err.read_text()[-3000:]
             for victim in victims:
                 victim.kill()
@@ -187,7 +164,7 @@ def test_an_actor_crash_and_a_memory_warning_are_one_line_each(ray_cluster, omni
 def test_a_killed_driver_leaves_no_ray_behind(omni_checkpoint, clips, tmp_path):
     """kill -9 of the driver of a local run (no RAY_ADDRESS): every process of its Ray is gone within 10 s."""
     cfg = config(
-        str(_clips(tmp_path, clips, 8)),
+        str(clip_corpus(tmp_path, clips, 8)),
         str(tmp_path / "out"),
         str(omni_checkpoint),
         decode={"batch_size": 1},
@@ -196,11 +173,11 @@ def test_a_killed_driver_leaves_no_ray_behind(omni_checkpoint, clips, tmp_path):
     log = tmp_path / "job.log"
     with open(log, "w") as sink:
         job = start_batch_infer(
-            "--config", str(_config_file(cfg, tmp_path)), env={"RAY_ADDRESS": None}, stdout=sink, stderr=sink
+            "--config", str(config_file(cfg, tmp_path)), env={"RAY_ADDRESS": None}, stdout=sink, stderr=sink
         )
     ray_processes: list[psutil.Process] = []
     try:
-        assert _wait_for(lambda: _infer_actors(job.pid), job, timeout=300), log.read_text()[-3000:]
+        assert wait_for(lambda: _infer_actors(job.pid), job, timeout=300), log.read_text()[-3000:]
         ray_processes = _descendants(job.pid)  # GCS, raylet, dashboard and agents, workers, actors, watchdog
         names = " ".join(p.name() for p in ray_processes)
         assert "raylet" in names and "gcs_server" in names, names
@@ -248,7 +225,7 @@ def test_parts_land_steadily_and_a_killed_driver_loses_at_most_a_part(ray_cluste
     the rerun does only the rest."""
     output = tmp_path / "out"
     cfg = config(
-        str(_clips(tmp_path, clips, 12)),
+        str(clip_corpus(tmp_path, clips, 12)),
         str(output),
         str(omni_checkpoint),
         decode={"batch_size": 4},
@@ -266,10 +243,10 @@ def test_parts_land_steadily_and_a_killed_driver_loses_at_most_a_part(ray_cluste
 
     with open(log, "w") as sink:
         job = start_batch_infer(
-            "--config", str(_config_file(cfg, tmp_path)), env={"RAY_ADDRESS": ray_cluster}, stdout=sink, stderr=sink
+            "--config", str(config_file(cfg, tmp_path)), env={"RAY_ADDRESS": ray_cluster}, stdout=sink, stderr=sink
         )
     try:
-        assert _wait_for(three_parts, job, timeout=300, step=0.02), log.read_text()[-3000:]
+        assert wait_for(three_parts, job, timeout=300, step=0.02), log.read_text()[-3000:]
         job.send_signal(signal.SIGKILL)
         job.wait(timeout=60)
     finally:

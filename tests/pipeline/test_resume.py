@@ -6,16 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import yaml
 
 from pipeline.graph import run
 from pipeline.sink import SCHEMA, encode_parquet, part_files, prepare_output, to_table
 from pipeline.storage import Storage
+from tests.jobrun import clip_corpus, config_file, wait_for
 from tests.pipeline.conftest import write_local
 from tests.pipeline.test_graph import config
 
@@ -38,40 +37,20 @@ def _start_job(config_file: Path, ray_address: str, *extra: str) -> subprocess.P
     )
 
 
-def _wait_for(predicate, job: subprocess.Popen, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and job.poll() is None:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _corpus(tmp_path: Path, clips: dict, count: int) -> Path:
-    good = [v for k, v in sorted(clips.items()) if k.startswith("clip_")]
-    return write_local(tmp_path / "videos", {f"video_{i:02d}.mp4": good[i % len(good)] for i in range(count)})
-
-
-def _config_file(cfg, tmp_path: Path) -> Path:
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    return path
-
-
 def test_a_killed_driver_loses_only_unwritten_rows(ray_cluster, omni_checkpoint, clips, tmp_path):
     """kill -9 of the driver mid-run: parts written so far stay (they land while the job runs), and a rerun
     yields every id exactly once."""
     output = tmp_path / "out"
     cfg = config(
-        str(_corpus(tmp_path, clips, 16)),
+        str(clip_corpus(tmp_path, clips, 16)),
         str(output),
         str(omni_checkpoint),
         decode={"batch_size": 1},
         infer={"batch_size": 1, "max_new_tokens": 60},
-        rows_per_file=2,
+        sink={"max_rows_per_part": 2},
     )
-    job = _start_job(_config_file(cfg, tmp_path), ray_cluster, "--run-id", "first")
-    landed = _wait_for(lambda: len(list(output.glob("part-*.parquet"))) >= 2, job, timeout=300)
+    job = _start_job(config_file(cfg, tmp_path), ray_cluster, "--run-id", "first")
+    landed = wait_for(lambda: len(list(output.glob("part-*.parquet"))) >= 2, job, timeout=300)
     parts_at_kill = len(list(output.glob("part-*.parquet")))
     job.kill()  # SIGKILL: no handler, no flush
     job.wait(timeout=60)
@@ -109,15 +88,15 @@ def _infer_actor_pids() -> list[int]:
 def test_a_killed_model_actor_is_replaced_and_no_row_is_lost_or_doubled(ray_cluster, omni_checkpoint, clips, tmp_path):
     output = tmp_path / "out"
     cfg = config(
-        str(_corpus(tmp_path, clips, 12)),
+        str(clip_corpus(tmp_path, clips, 12)),
         str(output),
         str(omni_checkpoint),
         decode={"batch_size": 1},
         infer={"batch_size": 1, "max_new_tokens": 60},
-        rows_per_file=2,
+        sink={"max_rows_per_part": 2},
     )
-    job = _start_job(_config_file(cfg, tmp_path), ray_cluster)
-    assert _wait_for(lambda: list(output.glob("part-*.parquet")) and _infer_actor_pids(), job, timeout=300)
+    job = _start_job(config_file(cfg, tmp_path), ray_cluster)
+    assert wait_for(lambda: list(output.glob("part-*.parquet")) and _infer_actor_pids(), job, timeout=300)
     victims = _infer_actor_pids()
     for pid in victims:
         os.kill(pid, signal.SIGKILL)

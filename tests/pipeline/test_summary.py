@@ -67,7 +67,13 @@ def test_a_summary_that_cannot_be_read_back_leaves_complete_data_and_says_so(
     _corpus(s3, "unreadable", clips, 4)
     proxy.fail_rate = 1.0
     proxy.rule = lambda method, path: method == "GET" and "/part-" in path  # writes pass, reading them back fails
-    cfg = config("s3://unreadable/in/", "s3://unreadable-out/run/", str(omni_checkpoint), proxy.url, rows_per_file=2)
+    cfg = config(
+        "s3://unreadable/in/",
+        "s3://unreadable-out/run/",
+        str(omni_checkpoint),
+        proxy.url,
+        sink={"max_rows_per_part": 2},
+    )
     cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"max_attempts": 2})})
     proc = _run_job(cfg, tmp_path, ray_cluster)
     assert proc.returncode == 3, proc.stderr[-3000:]
