@@ -7,6 +7,8 @@ Hooks (public PyTorch extension points; no modeling code is copied or replaced):
     such layer give it the cos/sin of its kept rows, its own mask (`fastav.masks`) and `position_ids=None`
     (gapped ids would look like packed sequences to flash-attention);
   - after the text model: keep what decoding and the stats need.
+On a static cache (`fastav.static_cache`) every layer also gets a hook that hands it its own mask: the
+prompt's padding mask in prefill where no prune layer has set one, and its cache layer's decode mask after.
 Kept tokens keep their original rotary positions because cos/sin are gathered, not recomputed.
 
 Cost discipline (the GPU runs ahead of Python only while nothing reads a device value back): a prefill reads
@@ -24,11 +26,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from fastav import attention
+from fastav import attention, static_cache
 from fastav.adapter import Adapter, UnsupportedModelError
 from fastav.config import FastAVConfig
 from fastav.layout import Layout, modality_from_name
-from fastav.masks import DecodeMasks, PrefillMasks, mask_format
+from fastav.masks import EAGER, FLASH, DecodeMasks, PrefillMasks, mask_format
 from fastav.plan import Plan, build_plan
 from fastav.stats import SampleStats, Segment, build_sample_stats
 from fastav.tokens import TokenSet
@@ -47,6 +49,9 @@ class _Prefill:
     mask: torch.Tensor | None = None
     # pruned layer -> (slot validity, whether some row has filler): what the decode masks are built from
     layer_keys: dict[int, tuple[torch.Tensor, bool]] = field(default_factory=dict)
+    # on a static cache: the cache, and the padding mask of the layers no prune step has given one
+    static: object | None = None
+    input_mask: torch.Tensor | None = None
 
 
 class Pruner:
@@ -74,6 +79,12 @@ class Pruner:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._original_backend: str | None = None
         self._paused = False
+        # static caches: slots are allocated in multiples of `length_bucket`; rows in `batch_buckets` (set by
+        # the compiled decode, which pads each step's batch to the bucket)
+        self.length_bucket = static_cache.DEFAULT_LENGTH_BUCKET
+        self.batch_buckets: tuple[int, ...] = ()
+        self._static_hooks = False
+        self.compiled = None  # fastav.compiled.CompiledDecode, when one is installed
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def attach(self) -> None:
@@ -95,9 +106,13 @@ class Pruner:
                 self._handles.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
 
     def detach(self) -> None:
+        if self.compiled is not None:
+            self.compiled.remove()
+            self.compiled = None
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._static_hooks = False
         for layer in self.adapter.layers:
             attention.detach(layer.self_attn)
         if self._original_backend is not None:
@@ -184,11 +199,14 @@ class Pruner:
         embeds = kwargs.get("inputs_embeds")
         batch, length = (ids if ids is not None else embeds).shape[:2]
         mask = kwargs.get("attention_mask")
+        cache = kwargs.get("past_key_values")
+        if static_cache.is_static(cache):
+            self._on_static_cache(cache, ids, embeds, mask, batch, length)
+            return None
         if isinstance(mask, dict) or (mask is not None and mask.ndim != 2):
             raise UnsupportedModelError(
                 "FastAV needs the 2-D padding mask; a prepared 4-D mask (static/compiled caches) is not supported"
             )
-        cache = kwargs.get("past_key_values")
         past = cache.get_seq_length() if cache is not None else 0
         if past == 0:
             if cache is not None and (
@@ -210,6 +228,56 @@ class Pruner:
                     )
                 self._decode.step(mask, past + length)
         return None
+
+    def _on_static_cache(self, cache, ids, embeds, mask, batch, length) -> None:
+        """A static cache: decode steps need nothing here (each layer's mask comes from its cache layer); a
+        prefill takes the cache over and reads the padding mask back from the one generate() prepared."""
+        if static_cache.decoding(cache):
+            if length > 1:
+                raise UnsupportedModelError(
+                    f"FastAV decodes one token per step on its pruned caches; got {length} (assisted or "
+                    "speculative decoding is not supported)"
+                )
+            return
+        if cache.layers[0].is_initialized:
+            raise RuntimeError("decode step on a static cache that FastAV did not prefill")
+        if self._mask_format == FLASH:
+            raise UnsupportedModelError(
+                "FastAV's static cache needs sdpa or eager attention; flash-attention decodes on the dynamic cache"
+            )
+        if not static_cache.is_pruned(cache):
+            static_cache.adopt(cache, length, self.length_bucket, self.batch_buckets)
+        self._add_static_hooks()
+        self._start_prefill(ids, embeds, static_cache.padding_mask(mask, length), batch, length)
+        state = self._prefill
+        state.static = cache
+        state.input_mask = state.masks.build(state.tokens.valid, state.tokens.has_filler())
+
+    def _add_static_hooks(self) -> None:
+        if not self._static_hooks:
+            for i, layer in enumerate(self.adapter.layers):
+                self._handles.append(layer.register_forward_pre_hook(self._static_layer_hook(i), with_kwargs=True))
+            self._static_hooks = True
+
+    def _static_layer_hook(self, i: int):
+        # layers from here on get their prefill mask from `_layer_hook`
+        prefill_masked_by_pruner = self._first_prune if self._first_prune is not None else self.adapter.num_layers
+        additive = self.adapter.text_model.dtype if self._mask_format == EAGER else None
+
+        def hook(module, args, kwargs):
+            cache = kwargs.get("past_key_values")
+            if self._paused or not static_cache.is_pruned(cache):
+                return None
+            layer = cache.layers[i]
+            if layer.decoding:
+                kwargs["attention_mask"] = layer.decode_mask(additive)
+                return args, kwargs
+            if self._prefill is not None and i < prefill_masked_by_pruner:
+                kwargs["attention_mask"] = self._prefill.input_mask
+                return args, kwargs
+            return None
+
+        return hook
 
     def _start_prefill(self, ids, embeds, mask, batch, length) -> None:
         device = (ids if ids is not None else embeds).device
@@ -292,7 +360,11 @@ class Pruner:
         if state is not None:
             self.scores = dict(state.scores)
             self._segments, self._stats = state.segments, None
-            if state.layer_keys:
+            if state.static is not None:
+                start, layers = state.segments[0].valid, range(len(self.adapter.layers))
+                valid = [state.layer_keys[i][0] if i in state.layer_keys else start for i in layers]
+                static_cache.begin_decode(state.static, valid, self._prompt_len)
+            elif state.layer_keys:
                 self._decode = DecodeMasks(state.layer_keys, self._prompt_len, self._mask_format, state.masks.dtype)
             self._prefill = None
         self._pending_input_ids = None
