@@ -34,8 +34,9 @@ class CompileStats:
     """What compiling cost: seconds of each graph's first step (trace + compile + run), by bucket key."""
 
     graphs: dict[tuple[int, ...], float] = field(default_factory=dict)
+    refused: dict[tuple[int, ...], str] = field(default_factory=dict)  # buckets torch.compile could not take
     compiled_steps: int = 0
-    eager_steps: int = 0  # steps of buckets past max_graphs
+    eager_steps: int = 0  # steps of buckets past max_graphs or refused
 
     @property
     def compile_seconds(self) -> float:
@@ -47,6 +48,7 @@ class CompileStats:
             "compile_s": round(self.compile_seconds, 3),
             "compiled_steps": self.compiled_steps,
             "eager_steps": self.eager_steps,
+            "refused": sorted(set(self.refused.values())),
         }
 
 
@@ -87,11 +89,20 @@ class CompiledDecode:
             return self._eager(*args, **kwargs)
         key = static_cache.bucket_key(cache)
         new = key not in self.stats.graphs
-        if new and len(self.stats.graphs) >= self.max_graphs:
+        if key in self.stats.refused or (new and len(self.stats.graphs) >= self.max_graphs):
             self.stats.eager_steps += 1
             return self._step(self._eager, cache, kwargs)
         start = time.perf_counter()
-        out = self._step(self._compiled, cache, kwargs)
+        try:
+            out = self._step(self._compiled, cache, kwargs)
+        except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit) as error:
+            if not new:
+                raise
+            # tracing runs on fake tensors, so nothing was written yet: this step can still run eagerly
+            self.stats.refused[key] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            log.warning("torch.compile refused a FastAV decode graph, decoding eagerly: %s", self.stats.refused[key])
+            self.stats.eager_steps += 1
+            return self._step(self._eager, cache, kwargs)
         if new:
             self.stats.graphs[key] = time.perf_counter() - start
             log.info("compiled a FastAV decode graph for %d rows in %.1f s (%d so far)", key[0],
