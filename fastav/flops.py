@@ -39,6 +39,10 @@ class ModelDims:
     shared_expert_ffn: int = 0
     dense_layers: frozenset[int] = frozenset()  # layers of an MoE model that keep a dense MLP
 
+    def kv_bytes_per_token(self, element_size: int) -> int:
+        """Bytes one token's keys and values take in one layer's cache."""
+        return 2 * self.kv_heads * self.head_dim * element_size
+
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> ModelDims:
         heads = config.num_attention_heads

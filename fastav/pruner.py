@@ -163,6 +163,7 @@ class Pruner:
                 self.plan.first_prune_layer,
                 self.plan.scoring_layers,
                 self.config.score_queries,
+                self.adapter.text_model.dtype.itemsize,
             )
         return self._stats
 

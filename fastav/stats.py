@@ -27,6 +27,8 @@ class SampleStats:
     flops_pruned: float
     flops_ratio: float
     fastv_flops_ratio: float  # FastV's formula, as in the paper's tables
+    kv_cache_bytes: int = 0  # the prompt's keys and values over all layers after the prefill, pruned
+    kv_cache_bytes_unpruned: int = 0  # the same without pruning (every layer holds every input token)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -56,6 +58,7 @@ def build_sample_stats(
     global_layer: int | None,
     scored_layers: frozenset[int],
     score_queries: int = 1,
+    kv_element_size: int = 2,
 ) -> list[SampleStats]:
     """Per-sample stats of one prefill. Token counts are host values already; the per-modality counts at the
     input, the global layer and the last layer come from the recorded labels in one device read."""
@@ -63,6 +66,7 @@ def build_sample_stats(
     probes = [segments[0], at_layer[global_layer if global_layer is not None else 0], at_layer[-1]]
     modality_counts = torch.stack([count_modalities(s.labels()) for s in probes]).tolist()
     out = []
+    kv_per_token = dims.kv_bytes_per_token(kv_element_size)
     for row in range(len(segments[0].tokens)):
         totals = [s.tokens[row] for s in at_layer]
         report = prefill_flops(totals, dims, scored_layers, score_queries)
@@ -80,6 +84,8 @@ def build_sample_stats(
                 flops_pruned=report.pruned,
                 flops_ratio=report.ratio,
                 fastv_flops_ratio=report.fastv_ratio,
+                kv_cache_bytes=sum(totals) * kv_per_token,
+                kv_cache_bytes_unpruned=totals[0] * num_layers * kv_per_token,
             )
         )
     return out

@@ -128,6 +128,14 @@ class InferConfig(_Strict):
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs per actor (0 on CPU machines)")
     num_cpus: float = Field(default=1.0, gt=0, description="CPUs per actor")
     max_new_tokens: int = Field(default=64, ge=1)
+    decode: Literal["auto", "compiled", "eager"] = Field(
+        default="auto",
+        description="compiled: FastAV's static per-layer caches with a torch.compile'd decode step (CUDA graphs on "
+        "CUDA); eager: transformers' dynamic cache; auto: compiled on CUDA, eager on CPU (benchmarks/decode.py)",
+    )
+    decode_length_bucket: int = Field(
+        default=256, ge=1, description="static cache slots are allocated in multiples of this (one graph per bucket)"
+    )
 
 
 class JobFastAVConfig(FastAVConfig):

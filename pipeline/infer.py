@@ -28,7 +28,9 @@ class InferActor:
         path = str(local_checkpoint(model, Storage(storage)))
         loaded, self.runtime = load_model(path, model)
         tokenizer = load_processor(path).tokenizer
-        self.runner = ModelRunner(loaded, tokenizer, fastav_config.pruning(), infer.max_new_tokens)
+        self.runner = ModelRunner(
+            loaded, tokenizer, fastav_config.pruning(), infer.max_new_tokens, infer.decode, infer.decode_length_bucket
+        )
         self.shadow_fraction = fastav_config.shadow_fraction
         self.model_id = model.checkpoint
         self.settings = json.dumps(self.runner.pruner.settings, sort_keys=True)

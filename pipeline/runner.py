@@ -17,7 +17,7 @@ from transformers import LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 import fastav
-from fastav import FastAVConfig, varlen
+from fastav import FastAVConfig, compiled, varlen
 from fastav.families import for_directory, require_video
 from fastav.families.base import collate
 from fastav.quality.agreement import StepRecorder, kl, token_agreement
@@ -74,7 +74,20 @@ def stats_columns(stats: fastav.SampleStats) -> dict:
         "flops_unpruned": float(stats.flops_unpruned),
         "flops_pruned": float(stats.flops_pruned),
         "flops_ratio": float(stats.flops_ratio),
+        "kv_cache_bytes": stats.kv_cache_bytes,
+        "kv_cache_bytes_unpruned": stats.kv_cache_bytes_unpruned,
     }
+
+
+def resolve_decode(decode: str, device: str, attn: str) -> str:
+    """`infer.decode` for this actor: compiled needs sdpa or eager attention in the text decoder; auto compiles on
+    CUDA only (on CPU the compiled step did not pay for its compile in benchmarks/decode.py)."""
+    static_ok = "flash" not in attn
+    if decode == "compiled" and not static_ok:
+        raise ValueError(f"infer.decode: compiled needs sdpa or eager attention in the text decoder, not {attn}")
+    if decode == "auto":
+        return "compiled" if device.startswith("cuda") and static_ok else "eager"
+    return decode
 
 
 class _FirstTokenTimer(BaseStreamer):
@@ -104,10 +117,21 @@ class ModelRunner:
     """A loaded model with FastAV installed (strategy `none` is the unpruned baseline through the same code),
     its tokenizer, and batched greedy generation; shadow rows are also generated unpruned for comparison."""
 
-    def __init__(self, model, tokenizer, fastav_config: FastAVConfig, max_new_tokens: int) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        fastav_config: FastAVConfig,
+        max_new_tokens: int,
+        decode: str = "eager",
+        length_bucket: int = 256,
+    ) -> None:
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.pruner = fastav.enable(model, fastav_config)
         self.family = fastav.family_of(model)
+        self.decode = resolve_decode(decode, str(model.device), model.config.get_text_config()._attn_implementation)
+        self.engine = compiled.install(self.pruner) if self.decode == "compiled" else None
+        self.pruner.length_bucket = length_bucket
         eos = model.generation_config.eos_token_id
         self._stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._stop.add(tokenizer.pad_token_id)
@@ -116,14 +140,19 @@ class ModelRunner:
     def device(self) -> str:
         return str(self.model.device)
 
-    def _generate(self, inputs: list[dict[str, np.ndarray]], audio_in_video: bool, first: StepRecorder | None):
+    def _generate(
+        self, inputs: list[dict[str, np.ndarray]], audio_in_video: bool, first: StepRecorder | None, static: bool
+    ):
         """(generated token ids per row up to EOS, seconds to the first token, seconds for the whole call)."""
         batch = collate(inputs, self.tokenizer.pad_token_id, self.model.device, self.model.dtype)
         timer = _FirstTokenTimer()
+        # transformers' own auto-compile stays off: the engine compiles the text model's step only
+        cache = {"cache_implementation": "static", "disable_compile": True} if static else {}
         with torch.inference_mode():
             out = self.model.generate(
                 **batch,
                 **self.family.forward_kwargs(audio_in_video),
+                **cache,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -133,6 +162,11 @@ class ModelRunner:
         done = time.perf_counter()
         generated = [self._until_stop(row) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
         return generated, (timer.first_token or done) - timer.start, done - timer.start
+
+    def _compile_totals(self) -> tuple[int, float]:
+        if self.engine is None:
+            return 0, 0.0
+        return len(self.engine.stats.graphs), self.engine.stats.compile_seconds
 
     def _until_stop(self, tokens: list[int]) -> list[int]:
         end = next((i for i, t in enumerate(tokens) if t in self._stop), len(tokens))
@@ -145,7 +179,10 @@ class ModelRunner:
         Rows flagged in `shadow` are generated again unpruned (one more call) and get the shadow_* columns."""
         shadow = shadow or [False] * len(inputs)
         first = StepRecorder(first_only=True) if any(shadow) else None
-        generated, prefill_s, generate_s = self._generate(inputs, audio_in_video, first)
+        graphs_before, compile_before = self._compile_totals()
+        generated, prefill_s, generate_s = self._generate(inputs, audio_in_video, first, self.engine is not None)
+        graphs_after, compile_after = self._compile_totals()
+        new_graphs, new_compile_s = graphs_after - graphs_before, compile_after - compile_before
         stats = self.pruner.stats
         results = [
             {
@@ -153,6 +190,9 @@ class ModelRunner:
                 "prefill_ms": prefill_s * 1000.0,
                 "generate_ms": generate_s * 1000.0,
                 "batch_rows": len(inputs),
+                "decode_mode": self.decode,
+                "decode_graphs": new_graphs,  # compiled during this row's generate() call (its batch)
+                "decode_compile_ms": new_compile_s * 1000.0,
                 **stats_columns(row_stats),
             }
             for tokens, row_stats in zip(generated, stats, strict=True)
@@ -167,7 +207,7 @@ class ModelRunner:
         """Generate `inputs` unpruned (same settings) and compare with the pruned outputs, in `results`."""
         first = StepRecorder(first_only=True)
         with self.pruner.paused():
-            generated, _, shadow_s = self._generate(inputs, audio_in_video, first)
+            generated, _, shadow_s = self._generate(inputs, audio_in_video, first, static=False)
         first_kl = kl(first.logprobs()[:, 0], pruned_first).tolist()
         for result, tokens, pruned, divergence_kl in zip(results, generated, pruned_tokens, first_kl, strict=True):
             agreement, divergence = token_agreement(pruned, tokens)

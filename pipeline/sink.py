@@ -62,6 +62,12 @@ SCHEMA = pa.schema(
         pa.field("prefill_ms", pa.float64()),  # time to first token of the generate() batch the row was in
         pa.field("generate_ms", pa.float64()),  # wall time of that whole generate() batch
         pa.field("batch_rows", pa.int32()),
+        # the prompt's keys and values in all decoder layers after the prefill, as pruned and as unpruned
+        pa.field("kv_cache_bytes", pa.int64()),
+        pa.field("kv_cache_bytes_unpruned", pa.int64()),
+        pa.field("decode_mode", pa.string()),  # compiled (static caches, torch.compile) | eager (dynamic cache)
+        pa.field("decode_graphs", pa.int32()),  # decode graphs compiled during the row's generate() batch
+        pa.field("decode_compile_ms", pa.float64()),  # time those compiles took (the batch's, on each of its rows)
         # shadow rows (fastav.shadow_fraction, chosen by id) are also generated unpruned; null on other rows
         pa.field("shadow_output_text", pa.string()),
         pa.field("shadow_token_agreement", pa.float64()),  # equal greedy tokens, position by position, over the shorter

@@ -19,7 +19,8 @@ from pipeline.storage import Storage, join
 _COLUMNS = [
     "id", "status", "error_type", "run_id", "tokens_input", "tokens_last_layer", "av_tokens_last_layer",
     "tokens_video", "tokens_audio", "flops_unpruned", "flops_pruned", "decode_ms", "preprocess_ms", "prefill_ms",
-    "generate_ms", "shadow_token_agreement", "shadow_first_token_kl",
+    "generate_ms", "shadow_token_agreement", "shadow_first_token_kl", "batch_rows", "kv_cache_bytes",
+    "kv_cache_bytes_unpruned", "decode_mode", "decode_graphs", "decode_compile_ms",
 ]  # fmt: skip
 
 
@@ -41,6 +42,23 @@ def _shadow(ok) -> dict:
         "rows": rows.num_rows,
         "mean_token_agreement": round(mean, 4) if mean is not None else None,
         "mean_first_token_kl": round(kl, 4) if kl is not None else None,
+    }
+
+
+def _decode(ok) -> dict:
+    """How decoding ran: rows per mode, and the graphs compiled and their compile time (each row of a batch carries
+    its batch's, so a row counts for 1/batch_rows of it)."""
+    modes = Counter(v for v in ok["decode_mode"].to_pylist() if v)
+    share = pc.divide(pc.cast(pc.fill_null(ok["decode_graphs"], 0), "float64"), pc.cast(ok["batch_rows"], "float64"))
+    compile_ms = pc.divide(pc.fill_null(ok["decode_compile_ms"], 0.0), pc.cast(ok["batch_rows"], "float64"))
+    kv, kv_unpruned = _sum(ok, "kv_cache_bytes"), _sum(ok, "kv_cache_bytes_unpruned")
+    return {
+        "rows_by_mode": dict(modes),
+        "graphs_compiled": round(float(pc.sum(share).as_py() or 0)),
+        "compile_seconds": round(float(pc.sum(compile_ms).as_py() or 0) / 1000.0, 3),
+        "kv_cache_bytes_per_video": round(kv / ok.num_rows) if ok.num_rows and kv else None,
+        "kv_cache_bytes_per_video_unpruned": round(kv_unpruned / ok.num_rows) if ok.num_rows and kv else None,
+        "kv_cache_ratio": round(kv / kv_unpruned, 4) if kv_unpruned else None,
     }
 
 
@@ -72,6 +90,7 @@ def summarize(output: str, storage: Storage, run: dict, clock: RunClock) -> dict
         "flops_ratio": round(flops_pruned / flops_unpruned, 4) if flops_unpruned else None,
         "mean_ms": {c: _mean(ok, c) for c in ("decode_ms", "preprocess_ms", "prefill_ms", "generate_ms")},
         "shadow": _shadow(ok),
+        "decode": _decode(ok),
     }
     wall = clock.seconds()
     summary["wall_seconds"] = round(wall, 3)
@@ -97,6 +116,15 @@ def format_summary(summary: dict) -> str:
             f"({summary['flops_saved'] / 1e9:.2f} GFLOPs saved)",
             "  mean ms         " + ", ".join(f"{k[:-3]} {v}" for k, v in summary["mean_ms"].items()),
         ]
+    decode = summary.get("decode") or {}
+    if decode.get("kv_cache_ratio") is not None:
+        modes = ", ".join(f"{mode} {rows}" for mode, rows in sorted(decode["rows_by_mode"].items()))
+        compiled = decode["graphs_compiled"]
+        lines.append(
+            f"  decode          {modes} rows; KV cache {decode['kv_cache_bytes_per_video'] / 2**20:.1f} MiB per video, "
+            f"{decode['kv_cache_ratio']:.1%} of unpruned"
+            + (f"; {compiled} graphs compiled in {decode['compile_seconds']:.1f}s" if compiled else "")
+        )
     shadow = summary.get("shadow") or {"rows": 0}
     if shadow["rows"]:
         lines.append(

@@ -126,3 +126,40 @@ def test_fastav_settings_name_the_resolved_global_layer(omni_checkpoint):
     )  # defaults: the global layer is L/2 of this 6-layer model
     settings = json.loads(actor.settings)
     assert settings["global_layer"] == 3 and settings["strategy"] == "fastav"
+
+
+def test_compiled_decode_gives_the_eager_outputs_and_reports_its_graphs(omni_checkpoint, clips, tmp_path):
+    """infer.decode: compiled (static caches, inductor) against eager (dynamic cache): the same text for a
+    left-padded batch of three; the first batch compiles one graph, the second reuses it; KV bytes shrink."""
+    for name in GOOD:
+        (tmp_path / name).write_bytes(clips[name])
+    storage, model_config = StorageConfig(), ModelConfig(checkpoint=str(omni_checkpoint))
+    settings = JobFastAVConfig(global_layer=1, fine_ratio=0.2, shadow_fraction=0)
+    listed = [
+        {**row, "status": OK, "error_type": None, "error_message": None}
+        for row in list_videos(SourceConfig(uri=str(tmp_path)), Storage(storage))
+    ]
+    decode, preprocess = DecodeStage(DECODE, storage), PreprocessStage(PROMPT, model_config, storage)
+    batch = preprocess(decode(pa.Table.from_pylist(listed)))
+    out = {}
+    for mode in ("eager", "compiled"):
+        actor = InferActor(model_config, InferConfig(max_new_tokens=16, decode=mode), settings, storage)
+        out[mode] = [to_rows(actor(batch)) for _ in range(2)]
+    for first, second in zip(out["eager"], out["compiled"], strict=True):
+        assert [r["output_text"] for r in first] == [r["output_text"] for r in second]
+    first, again = out["compiled"]
+    assert {r["decode_mode"] for r in first + again} == {"compiled"}
+    assert [r["decode_graphs"] for r in first] == [1, 1, 1] and [r["decode_graphs"] for r in again] == [0, 0, 0]
+    assert first[0]["decode_compile_ms"] > 0 and again[0]["decode_compile_ms"] == 0
+    assert {r["decode_mode"] for r in out["eager"][0]} == {"eager"}
+    assert all(0 < r["kv_cache_bytes"] < r["kv_cache_bytes_unpruned"] for r in first)
+
+
+def test_decode_auto_compiles_on_cuda_with_sdpa_only():
+    from pipeline.runner import resolve_decode
+
+    assert resolve_decode("auto", "cuda:0", "fastav_sdpa") == "compiled"
+    assert resolve_decode("auto", "cpu", "sdpa") == "eager"
+    assert resolve_decode("auto", "cuda", "flash_attention_2") == "eager"
+    with pytest.raises(ValueError, match="infer.decode: compiled needs sdpa or eager"):
+        resolve_decode("compiled", "cuda", "fastav_flash_attention_2")

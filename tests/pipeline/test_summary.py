@@ -131,3 +131,35 @@ def test_wall_seconds_run_to_the_summary_reading_the_parts_back_included(
     assert elapsed - summary["wall_seconds"] < 0.5 * delay, (elapsed, summary["wall_seconds"])
     assert summary["videos_per_second_this_run"] == round(3 / summary["wall_seconds"], 3)
     assert json.loads(s3.read("s3://slowreads-out/run/_summary.json"))["wall_seconds"] == summary["wall_seconds"]
+
+
+def test_decode_summary_counts_each_batch_once(tmp_path):
+    """Each row carries its generate() batch's compile figures: a batch of 3 that compiled one graph in 900 ms
+    and a later batch of 2 that compiled nothing make 1 graph and 0.9 s; KV bytes are per video."""
+    from pipeline.config import StorageConfig
+    from pipeline.progress import RunClock
+    from pipeline.rows import OK
+    from pipeline.sink import encode_parquet, part_name, to_table
+    from pipeline.storage import Storage
+    from pipeline.summary import summarize
+
+    def row(i, batch_rows, graphs, compile_ms):
+        return {"id": f"v{i}", "uri": f"/in/{i}.mp4", "status": OK, "batch_rows": batch_rows, "decode_mode": "compiled",
+                "decode_graphs": graphs, "decode_compile_ms": compile_ms, "kv_cache_bytes": 300,
+                "kv_cache_bytes_unpruned": 1000, "flops_unpruned": 1.0, "flops_pruned": 0.5}  # fmt: skip
+
+    rows = [row(i, 3, 1, 900.0) for i in range(3)] + [row(i, 2, 0, 0.0) for i in range(3, 5)]
+    storage = Storage(StorageConfig())
+    storage.write(str(tmp_path / part_name([r["id"] for r in rows])), encode_parquet(to_table(rows, "run")))
+    summary = summarize(str(tmp_path), storage, {"run_id": "run"}, RunClock())
+    assert summary["decode"] == {
+        "rows_by_mode": {"compiled": 5},
+        "graphs_compiled": 1,
+        "compile_seconds": 0.9,
+        "kv_cache_bytes_per_video": 300,
+        "kv_cache_bytes_per_video_unpruned": 1000,
+        "kv_cache_ratio": 0.3,
+    }
+    assert "compiled 5 rows; KV cache 0.0 MiB per video, 30.0% of unpruned; 1 graphs compiled in 0.9s" in (
+        format_summary(summary)
+    )
