@@ -161,5 +161,5 @@ def test_decode_auto_compiles_on_cuda_with_sdpa_only():
     assert resolve_decode("auto", "cuda:0", "fastav_sdpa") == "compiled"
     assert resolve_decode("auto", "cpu", "sdpa") == "eager"
     assert resolve_decode("auto", "cuda", "flash_attention_2") == "eager"
-    with pytest.raises(ValueError, match="infer.decode: compiled needs sdpa or eager"):
+    with pytest.raises(ValueError, match=r"infer\.decode: compiled needs sdpa or eager"):
         resolve_decode("compiled", "cuda", "fastav_flash_attention_2")
