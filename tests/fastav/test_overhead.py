@@ -79,7 +79,7 @@ class _PerForward:
         self._start = self._now()
 
 
-def _decode_costs(model, inputs, new_tokens: int) -> list[tuple[int, int, int]]:
+def _decode_costs(model, inputs, new_tokens: int, **options) -> list[tuple[int, int, int]]:
     """Per decode step: (host reads, non-view aten ops, mask builds through the model's mask interface)."""
     probe = _PerForward(model)
     name = model.config._attn_implementation
@@ -92,7 +92,7 @@ def _decode_costs(model, inputs, new_tokens: int) -> list[tuple[int, int, int]]:
     AttentionMaskInterface.register(name, counting)
     try:
         with torch.no_grad(), probe.counter:
-            model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+            model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0, **options)
     finally:
         AttentionMaskInterface.register(name, stock)
     return probe.calls[1:]
@@ -118,3 +118,20 @@ def test_decode_steps_cost_what_unpruned_steps_cost(checkpoints, batch):
         assert extra_ops == [0] * 79
     else:  # the first step also builds the buffer (a few kernels per pruned layer: 4 here); one step grows it
         assert sorted(extra_ops)[:-2] == [2] * 77 and max(extra_ops) <= 4 * 4, extra_ops
+
+
+def test_static_cache_decode_steps_read_nothing_back(checkpoints):
+    """On FastAV's static cache (eager) a step reads no more device values than transformers' own static cache
+    unpruned, and its extra work is a fixed handful of kernels per layer (the layer's mask from its valid slots
+    and counter, the counters' increments); compiled, those fuse into the step's graph."""
+    inputs = plain_inputs(3)
+    model = tiny.load(checkpoints["qwen2"])
+    unpruned = _decode_costs(model, inputs, new_tokens=20, cache_implementation="static")
+    fastav.enable(model, FastAVConfig(global_layer=2, global_keep_ratio=0.4, fine_ratio=0.2), layout=PLAIN_LAYOUT)
+    pruned = _decode_costs(model, inputs, new_tokens=20, cache_implementation="static")
+    assert len(pruned) == len(unpruned) == 19
+    layers = model.config.num_hidden_layers
+    for step, (got, want) in enumerate(zip(pruned, unpruned, strict=True)):
+        assert got[0] == want[0], f"decode step {step}: {got[0]} host reads, unpruned {want[0]}"
+        assert got[1] - want[1] <= 6 * layers, f"decode step {step}: {got[1] - want[1]} extra kernels"
+    assert len({got[1] for got in pruned}) == 1  # the same work every step: nothing grows or reallocates
