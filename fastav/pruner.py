@@ -32,8 +32,8 @@ from fastav.config import FastAVConfig
 from fastav.layout import Layout, modality_from_name
 from fastav.masks import EAGER, FLASH, DecodeMasks, PrefillMasks, mask_format
 from fastav.plan import Plan, build_plan
-from fastav.stats import SampleStats, Segment, build_sample_stats
-from fastav.tokens import TokenSet
+from fastav.stats import SampleStats, Segment, build_sample_stats, layer_segments
+from fastav.tokens import TokenSet, schedule
 
 
 @dataclass
@@ -166,6 +166,16 @@ class Pruner:
                 self.adapter.text_model.dtype.itemsize,
             )
         return self._stats
+
+    def planned_cache_tokens(self, input_ids: torch.Tensor) -> int:
+        """The keys one prompt (1-D ids, no padding) leaves in the KV cache after a prefill, summed over the
+        decoder layers: what batch planning counts (host arithmetic on its labels; the model does not run)."""
+        ids = torch.as_tensor(input_ids).reshape(1, -1)
+        if self.layout is None:
+            return ids.shape[1] * self.adapter.num_layers
+        labels = self.layout.labels(ids, torch.ones_like(ids, dtype=torch.bool))
+        segments = layer_segments(schedule(labels, self.plan, self.config), self.adapter.num_layers)
+        return sum(s.tokens[0] for s in segments)
 
     # --------------------------------------------------------------------------- attention.ScoreSink API
     def wants_scores(self, layer_idx: int) -> bool:

@@ -50,6 +50,11 @@ class Segment:
         return self.source_labels.gather(-1, self.index).masked_fill(~self.valid, int(Modality.PAD))
 
 
+def layer_segments(segments: list[Segment], num_layers: int) -> list[Segment]:
+    """The segment each decoder layer runs on (a segment lasts until the next one's layer)."""
+    return [max((s for s in segments if s.layer <= layer), key=lambda s: s.layer) for layer in range(num_layers)]
+
+
 def build_sample_stats(
     segments: list[Segment],
     num_layers: int,
@@ -62,7 +67,7 @@ def build_sample_stats(
 ) -> list[SampleStats]:
     """Per-sample stats of one prefill. Token counts are host values already; the per-modality counts at the
     input, the global layer and the last layer come from the recorded labels in one device read."""
-    at_layer = [max((s for s in segments if s.layer <= layer), key=lambda s: s.layer) for layer in range(num_layers)]
+    at_layer = layer_segments(segments, num_layers)
     probes = [segments[0], at_layer[global_layer if global_layer is not None else 0], at_layer[-1]]
     modality_counts = torch.stack([count_modalities(s.labels()) for s in probes]).tolist()
     out = []

@@ -136,6 +136,13 @@ class InferConfig(_Strict):
     decode_length_bucket: int = Field(
         default=256, ge=1, description="static cache slots are allocated in multiples of this (one graph per bucket)"
     )
+    max_batch_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="the most KV-cache tokens one generate() call may hold: rows x (the longest row's prompt keys "
+        "averaged over the decoder layers, as pruned, + max_new_tokens). A batch of batch_size rows is split into "
+        "calls that fit, so pruning lets more rows share a call; null: one call per batch",
+    )
 
 
 class JobFastAVConfig(FastAVConfig):

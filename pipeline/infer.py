@@ -2,7 +2,8 @@
 
 The model side lives in `pipeline.runner` (no Ray there); this adds what the pipeline needs around it: the
 checkpoint from object storage, rows in and out, provenance columns, and failure isolation. Rows are grouped
-by whether audio is interleaved (`use_audio_in_video` is one flag per generate call); a group that fails is
+by whether audio is interleaved (`use_audio_in_video` is one flag per generate call) and, with
+`infer.max_batch_tokens`, split into calls whose KV caches fit that budget as pruned; a call that fails is
 retried row by row so one bad input cannot take its batch down.
 """
 
@@ -32,6 +33,7 @@ class InferActor:
             loaded, tokenizer, fastav_config.pruning(), infer.max_new_tokens, infer.decode, infer.decode_length_bucket
         )
         self.shadow_fraction = fastav_config.shadow_fraction
+        self.max_batch_tokens = infer.max_batch_tokens
         self.model_id = model.checkpoint
         self.settings = json.dumps(self.runner.pruner.settings, sort_keys=True)
 
@@ -51,14 +53,16 @@ class InferActor:
             group = [r for r in rows if r.get("status") == OK and bool(r.get("use_audio_in_video")) == flag]
             if not group:
                 continue
-            try:
-                self._generate(group, flag)
-            except Exception:
-                for row in group:  # isolate the failing input
-                    try:
-                        self._generate([row], flag)
-                    except Exception as error:
-                        fail(row, error, kind="InferenceError")
+            calls = self.runner.plan_calls([unpack(row["inputs"]) for row in group], self.max_batch_tokens)
+            for call in ([group[i] for i in indices] for indices in calls):
+                try:
+                    self._generate(call, flag)
+                except Exception:
+                    for row in call:  # isolate the failing input
+                        try:
+                            self._generate([row], flag)
+                        except Exception as error:
+                            fail(row, error, kind="InferenceError")
         for row in rows:
             row.pop("inputs", None)
         return to_batch(rows)

@@ -163,6 +163,27 @@ class ModelRunner:
         generated = [self._until_stop(row) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
         return generated, (timer.first_token or done) - timer.start, done - timer.start
 
+    def cache_tokens(self, inputs: dict[str, np.ndarray]) -> int:
+        """The KV-cache tokens one row holds during decoding: its prompt's keys as pruned, averaged over the
+        decoder layers, plus the new tokens."""
+        layers = self.pruner.adapter.num_layers
+        return -(-self.pruner.planned_cache_tokens(inputs["input_ids"]) // layers) + self.max_new_tokens
+
+    def plan_calls(self, inputs: list[dict[str, np.ndarray]], max_batch_tokens: int | None) -> list[list[int]]:
+        """Row indices per generate() call: consecutive rows while rows x the longest row's cache tokens fit the
+        budget (a row over it alone runs alone); all in one call without a budget."""
+        if max_batch_tokens is None:
+            return [list(range(len(inputs)))]
+        calls, longest = [[]], 0
+        for i, row in enumerate(inputs):
+            tokens = self.cache_tokens(row)
+            if calls[-1] and (len(calls[-1]) + 1) * max(longest, tokens) > max_batch_tokens:
+                calls.append([])
+                longest = 0
+            calls[-1].append(i)
+            longest = max(longest, tokens)
+        return calls
+
     def _compile_totals(self) -> tuple[int, float]:
         if self.engine is None:
             return 0, 0.0

@@ -166,3 +166,10 @@ def test_validating_a_config_imports_neither_torch_nor_ray():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_decode_settings_are_checked_by_name():
+    errors = errors_of(infer={"decode": "fast", "max_batch_tokens": 0, "decode_length_bucket": -1})
+    assert len(errors) == 3, errors
+    assert errors[0].startswith("infer.decode: ") and "'auto', 'compiled' or 'eager'" in errors[0]
+    assert errors[1].startswith("infer.decode_length_bucket: ") and errors[2].startswith("infer.max_batch_tokens: ")

@@ -163,3 +163,31 @@ def test_decode_auto_compiles_on_cuda_with_sdpa_only():
     assert resolve_decode("auto", "cuda", "flash_attention_2") == "eager"
     with pytest.raises(ValueError, match=r"infer\.decode: compiled needs sdpa or eager"):
         resolve_decode("compiled", "cuda", "fastav_flash_attention_2")
+
+
+def test_max_batch_tokens_lets_pruned_rows_share_a_call(omni_checkpoint, clips, tmp_path):
+    """One KV-token budget: pruned, the three rows fit one generate() call; unpruned they need more calls."""
+    for name in GOOD:
+        (tmp_path / name).write_bytes(clips[name])
+    storage, model_config = StorageConfig(), ModelConfig(checkpoint=str(omni_checkpoint))
+    listed = [
+        {**row, "status": OK, "error_type": None, "error_message": None}
+        for row in list_videos(SourceConfig(uri=str(tmp_path)), Storage(storage))
+    ]
+    decode, preprocess = DecodeStage(DECODE, storage), PreprocessStage(PROMPT, model_config, storage)
+    batch = preprocess(decode(pa.Table.from_pylist(listed)))
+    pruned_settings = JobFastAVConfig(global_layer=1, global_keep_ratio=0.3, fine_ratio=0.2, shadow_fraction=0)
+    probe = InferActor(model_config, InferConfig(max_new_tokens=4), pruned_settings, storage)
+    inputs = [unpack(row["inputs"]) for row in to_rows(batch)]
+    costs = [probe.runner.cache_tokens(x) for x in inputs]
+    assert costs == [-(-probe.runner.pruner.planned_cache_tokens(x["input_ids"]) // 6) + 4 for x in inputs]
+    budget = 3 * max(costs)
+    infer = InferConfig(max_new_tokens=4, max_batch_tokens=budget)
+    pruned = to_rows(InferActor(model_config, infer, pruned_settings, storage)(batch))
+    unpruned_settings = JobFastAVConfig(strategy="none", shadow_fraction=0)
+    unpruned = to_rows(InferActor(model_config, infer, unpruned_settings, storage)(batch))
+    assert all(r["status"] == OK for r in pruned + unpruned)
+    assert [r["batch_rows"] for r in pruned] == [3, 3, 3]
+    assert max(r["batch_rows"] for r in unpruned) < 3
+    unpruned_costs = [len(x["input_ids"]) + 4 for x in inputs]
+    assert all(r["batch_rows"] * max(unpruned_costs) <= budget or r["batch_rows"] == 1 for r in unpruned)
