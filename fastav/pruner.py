@@ -170,7 +170,7 @@ class Pruner:
     def planned_cache_tokens(self, input_ids: torch.Tensor) -> int:
         """The keys one prompt (1-D ids, no padding) leaves in the KV cache after a prefill, summed over the
         decoder layers: what batch planning counts (host arithmetic on its labels; the model does not run)."""
-        ids = torch.as_tensor(input_ids).reshape(1, -1)
+        ids = torch.tensor(input_ids).reshape(1, -1)  # a copy: payload arrays are read-only views
         if self.layout is None:
             return ids.shape[1] * self.adapter.num_layers
         labels = self.layout.labels(ids, torch.ones_like(ids, dtype=torch.bool))
