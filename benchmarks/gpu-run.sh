@@ -2,7 +2,7 @@
 # Everything that needs a GPU, in one call on a lent GPU machine (it has torch and transformers; what it
 # lacks travels as wheels in .whl/: transformers==5.23.*, pydantic, pydantic-core, annotated-types,
 # typing-inspection). Logs and results go to $OUT when set (the device tool), else benchmarks/results/.
-#   bash benchmarks/gpu-run.sh            # GPU oracles (pytest -m gpu), then benchmarks/gpu.py
+#   bash benchmarks/gpu-run.sh            # GPU oracles (pytest -m gpu), benchmarks/gpu.py, benchmarks/decode.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -18,7 +18,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 python3 -m pytest -q -m gpu -p no:cacheprovider tests/fastav/test_gpu.py 2>&1 | tee "$out/gpu-tests.log"
 tests=${PIPESTATUS[0]}
-python3 -m benchmarks.gpu --family qwen3_omni qwen3_vl qwen2_5_vl --out "$out/gpu-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-').json" 2>&1 | tee "$out/gpu-bench.log"
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-')
+python3 -m benchmarks.gpu --family qwen3_omni qwen3_vl qwen2_5_vl --out "$out/gpu-$gpu.json" 2>&1 | tee "$out/gpu-bench.log"
 bench=${PIPESTATUS[0]}
-echo "gpu tests exit $tests, benchmark exit $bench"
-exit $(( tests || bench ))
+python3 -m benchmarks.decode --out "$out/decode-$gpu.json" 2>&1 | tee "$out/decode-bench.log"
+decode=${PIPESTATUS[0]}
+echo "gpu tests exit $tests, benchmark exit $bench, decode benchmark exit $decode"
+exit $(( tests || bench || decode ))

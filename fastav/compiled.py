@@ -75,17 +75,28 @@ class CompiledDecode:
         # each bucket is one more graph of the same code; let dynamo keep as many as we allow
         limit = torch._dynamo.config.recompile_limit
         torch._dynamo.config.recompile_limit = max(limit, max_graphs)
-        pruner.batch_buckets = tuple(batch_buckets)
+        self._batch_buckets = tuple(batch_buckets)
+        self.active = True
         text.forward = self
+
+    @property
+    def active(self) -> bool:
+        """False: static caches decode eagerly (unpadded rows) until set True again; the graphs are kept."""
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._active = value
+        self._pruner.batch_buckets = self._batch_buckets if value else ()
 
     def remove(self) -> None:
         if self._text.__dict__.get("forward") is self:
             del self._text.forward
-        self._pruner.batch_buckets = ()
+        self.active = False
 
     def __call__(self, *args, **kwargs):
         cache = kwargs.get("past_key_values")
-        if args or self._pruner._paused or not static_cache.decoding(cache):
+        if args or not self._active or self._pruner._paused or not static_cache.decoding(cache):
             return self._eager(*args, **kwargs)
         key = static_cache.bucket_key(cache)
         new = key not in self.stats.graphs
