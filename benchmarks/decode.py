@@ -185,9 +185,8 @@ def main() -> None:
     print_table(result)
     if device == "cuda" and not args.tiny:
         value = result["headline"]["pruned_compiled_vs_unpruned_dynamic_eager"]
-        print(
-            f"target: pruned compiled step <= 0.5x unpruned dynamic eager: {value:.3f} ({'met' if value <= 0.5 else 'NOT met'})"
-        )
+        verdict = "met" if value <= 0.5 else "NOT met"
+        print(f"target: pruned compiled step <= 0.5x unpruned dynamic eager: {value:.3f} ({verdict})")
     slug = "cpu" if device == "cpu" else name.lower().replace(" ", "-")
     out = args.out or RESULTS / f"decode-{slug}{'-tiny' if args.tiny else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

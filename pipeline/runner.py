@@ -81,7 +81,7 @@ def stats_columns(stats: fastav.SampleStats) -> dict:
 
 def resolve_decode(decode: str, device: str, attn: str) -> str:
     """`infer.decode` for this actor: compiled needs sdpa or eager attention in the text decoder; auto compiles on
-    CUDA only (on CPU the compiled step did not pay for its compile in benchmarks/decode.py)."""
+    CUDA only (on CPU inductor's compiled step measured slower than eager: benchmarks/decode.py)."""
     static_ok = "flash" not in attn
     if decode == "compiled" and not static_ok:
         raise ValueError(f"infer.decode: compiled needs sdpa or eager attention in the text decoder, not {attn}")
