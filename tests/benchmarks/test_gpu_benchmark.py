@@ -61,13 +61,16 @@ def test_gpu_benchmark_runs_without_ray_boto3_or_decord(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert {"prefill", "generate", "thinker", "targets"} <= result.keys()
+    assert {"prefill", "generate", "thinker", "decoding", "targets"} <= result.keys()
     for row in result["prefill"]:
         assert row["counts"]["fastav"]["host_reads"] == row["counts"]["unpruned"]["host_reads"] + 1
         assert 0 < row["flops_ratio"] < 1 and row["last_layer_tokens"] < row["tokens"]
     eight, sixty = result["thinker"]["cases"]
     assert eight["input_tokens"]["video"] < sixty["input_tokens"]["video"] and eight["flops_ratio"] < 1
-    assert len(result["targets"]) == len(result["prefill"]) + 6
+    decoding = result["decoding"]
+    assert decoding["same_text_compiled_vs_eager"] and 0 < decoding["kv_cache_ratio"] < 1
+    assert decoding["compile_s"]["fastav_compiled"] > 0 == decoding["compile_s"]["fastav_eager"]
+    assert len(result["targets"]) == len(result["prefill"]) + 7
     assert "targets:" in proc.stdout and "saved" in proc.stdout
     assert [row["family"] for row in result["families"]] == ["qwen3_omni", "qwen3_vl"]
     assert all(0 < row["flops_ratio"] < 1 for row in result["families"])
