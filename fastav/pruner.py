@@ -216,7 +216,8 @@ class Pruner:
             return None
         if isinstance(mask, dict) or (mask is not None and mask.ndim != 2):
             raise UnsupportedModelError(
-                "FastAV needs the 2-D padding mask; a prepared 4-D mask (static/compiled caches) is not supported"
+                f"FastAV needs the 2-D padding mask, or a static cache (generate(cache_implementation='static')); got "
+                f"a prepared mask with a {type(cache).__name__}"
             )
         past = cache.get_seq_length() if cache is not None else 0
         if past == 0:

@@ -133,3 +133,31 @@ def test_decode_synchronizes_as_often_as_unpruned(checkpoints):
     fastav.enable(model, FastAVConfig(global_layer=2, global_keep_ratio=0.4, fine_ratio=0.2), layout=PLAIN_LAYOUT)
     run(3)
     assert per_step() == unpruned
+
+
+@pytest.mark.parametrize("family", ["qwen2", "omni"])
+def test_compiled_decode_with_cuda_graphs_matches_the_dynamic_decode(checkpoints, family):
+    """Inductor with CUDA graphs (reduce-overhead) on FastAV's static caches, fp32: the dynamic decode's tokens and
+    logits (1e-4) for a padded batch of 3, and again for a batch of 2 in the same bucket without a new graph."""
+    from fastav import compiled
+
+    torch._dynamo.reset()
+    model = tiny.load(checkpoints[family]).to("cuda")
+    layout = PLAIN_LAYOUT if family == "qwen2" else None
+    pruner = fastav.enable(model, FastAVConfig(global_layer=2, global_keep_ratio=0.4, fine_ratio=0.25), layout=layout)
+    inputs = plain_inputs(3) if family == "qwen2" else omni_inputs(3)
+    batches = [{k: v.to("cuda") for k, v in inputs.items()}]
+    if family == "qwen2":
+        batches.append({k: v[:2] for k, v in batches[0].items()})
+    options = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=0, output_logits=True,
+                   return_dict_in_generate=True)  # fmt: skip
+    with torch.no_grad():
+        want = [model.generate(**batch, **options) for batch in batches]
+        engine = compiled.install(pruner)
+        assert engine.mode == "reduce-overhead"
+        got = [model.generate(**b, **options, cache_implementation="static", disable_compile=True) for b in batches]
+    for out, ref in zip(got, want, strict=True):
+        assert torch.equal(out.sequences, ref.sequences)
+        for a, b in zip(out.logits, ref.logits, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert len(engine.stats.graphs) == 1 and engine.stats.eager_steps == 0
