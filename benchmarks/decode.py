@@ -23,7 +23,6 @@ KV-cache bytes per sample (pruned / unpruned) and what the static caches allocat
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -33,7 +32,7 @@ import torch
 import transformers
 
 import fastav
-from benchmarks.gpu import DECODER, TINY_DECODER, build_decoder, free, sync, videollama2_layout
+from benchmarks.gpu import DECODER, TINY_DECODER, build_decoder, free, save, summary, sync, videollama2_layout
 from fastav import FastAVConfig, compiled, static_cache
 from fastav.presets import spans_of
 
@@ -71,10 +70,6 @@ def timed(case: Case, variant: str, inputs: dict, tokens: int, device: str) -> f
     return time.perf_counter() - start
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
-
-
 def run(args, device: str, dtype: torch.dtype) -> dict:
     dims = TINY_DECODER if args.tiny else (DECODER if device == "cuda" else CPU_DECODER)
     layers = dims["num_hidden_layers"]
@@ -106,7 +101,7 @@ def run(args, device: str, dtype: torch.dtype) -> dict:
                               / args.new_tokens)  # fmt: skip
     base = statistics.median(steps[("unpruned", "dynamic_eager")])
     table = {
-        f"{strategy}_{variant}": {**spread(values), "vs_unpruned_dynamic_eager": statistics.median(values) / base}
+        f"{strategy}_{variant}": {**summary(values), "vs_unpruned_dynamic_eager": statistics.median(values) / base}
         for (strategy, variant), values in steps.items()
     }
     pruned_stats = cases["pruned"].pruner.stats
@@ -188,10 +183,7 @@ def main() -> None:
         verdict = "met" if value <= 0.5 else "NOT met"
         print(f"target: pruned compiled step <= 0.5x unpruned dynamic eager: {value:.3f} ({verdict})")
     slug = "cpu" if device == "cpu" else name.lower().replace(" ", "-")
-    out = args.out or RESULTS / f"decode-{slug}{'-tiny' if args.tiny else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float))
-    print(f"saved {out} ({result['wall_s']:.0f} s)")
+    save(result, args.out or RESULTS / f"decode-{slug}{'-tiny' if args.tiny else ''}.json")
 
 
 if __name__ == "__main__":

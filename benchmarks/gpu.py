@@ -638,7 +638,10 @@ def main() -> None:
             met = "met" if verdict["met"] else "NOT met"
             print(f"  {met:>7}  {check}: {verdict['value']:.3f} (bound {verdict['bound']:.3f})")
     slug = "cpu-tiny" if device == "cpu" else name.lower().replace(" ", "-")
-    out = args.out or RESULTS / f"gpu-{slug}{'-tiny' if args.tiny and device == 'cuda' else ''}.json"
+    save(result, args.out or RESULTS / f"gpu-{slug}{'-tiny' if args.tiny and device == 'cuda' else ''}.json")
+
+
+def save(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float))
     print(f"saved {out} ({result['wall_s']:.0f} s)")
