@@ -23,6 +23,7 @@ from tests.fastav.reference import MaskedKeyReference
 from tests.fastav.test_equivalence import text_config_of
 
 FAMILIES = ["qwen2_5_omni", *FIRST_PRUNABLE]
+SLOW = {"qwen3_omni", "qwen3_vl", "qwen2_5_vl"}  # their eager-backend cases
 FIRST = {**FIRST_PRUNABLE, "qwen2_5_omni": 2}
 STEPS = 64
 TOL = 1e-5
@@ -78,9 +79,17 @@ def qwen2_5_omni(omni_checkpoint):
     return omni_checkpoint
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "eager"])
-@pytest.mark.parametrize("strategy", ["fastav", "gradual", "low_attentive", "none"])
-@pytest.mark.parametrize("family", FAMILIES)
+# Every family and strategy with sdpa; the eager mask format (additive) on one dense and one MoE family by
+# default, on all of them with -m slow.
+CASES = [
+    pytest.param(family, strategy, backend, marks=[pytest.mark.slow] if backend == "eager" and family in SLOW else [])
+    for family in FAMILIES
+    for strategy in ("fastav", "gradual", "low_attentive", "none")
+    for backend in ("sdpa", "eager")
+]
+
+
+@pytest.mark.parametrize(("family", "strategy", "backend"), CASES)
 def test_static_and_compiled_decode_match_dynamic_and_reference(family_batch, family, strategy, backend):
     path, inputs = family_batch(family)
     config = config_for(strategy, family)
