@@ -92,11 +92,15 @@ def summarize(output: str, storage: Storage, run: dict, clock: RunClock) -> dict
         "shadow": _shadow(ok),
         "decode": _decode(ok),
     }
-    wall = clock.seconds()
-    summary["wall_seconds"] = round(wall, 3)
+    wall = round(clock.seconds(), 3)  # the progress's last line gets this same figure
+    summary["wall_seconds"] = wall
     summary["videos_per_second_this_run"] = round(throughput(this_run.num_rows, wall), 3)
     storage.write(join(output, SUMMARY_NAME), json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _rate(summary: dict) -> float:
+    return throughput(summary["processed_this_run"], summary["wall_seconds"])
 
 
 def format_summary(summary: dict) -> str:
@@ -104,7 +108,9 @@ def format_summary(summary: dict) -> str:
         f"run {summary['run_id']} -> {summary['output']}",
         f"  videos          {summary['videos']} ({summary['success']} success, {summary['error']} error)",
         f"  this run        {summary['processed_this_run']} in {summary.get('wall_seconds', 0):.1f}s"
-        + (f" ({format_rate(summary['videos_per_second_this_run'])})" if summary["videos_per_second_this_run"] else ""),
+        # from the same two figures as the progress's last line (the JSON's rate is rounded: rounding it again
+        # could differ in the last digit)
+        + (f" ({format_rate(_rate(summary))})" if summary["videos_per_second_this_run"] else ""),
     ]
     for kind, count in sorted(summary["errors_by_type"].items()):
         policy = "transient: a rerun retries it" if retryable(kind) else "permanent: a rerun skips it"
