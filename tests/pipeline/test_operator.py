@@ -7,6 +7,7 @@ import itertools
 import os
 import re
 import signal
+import statistics
 import time
 from pathlib import Path
 
@@ -254,8 +255,15 @@ def test_parts_land_steadily_and_a_killed_driver_loses_at_most_a_part(ray_cluste
             job.kill()
     times = sorted(landed.values())
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
-    # two rows of inference apart each (a burst: parts of one decode block landed together, milliseconds apart)
-    assert all(gap >= max(0.05, 0.25 * max(gaps)) for gap in gaps), f"parts landed in a burst: {gaps} s apart"
+    generate_s = statistics.median(
+        r[0] / 1000 for r in duckdb.sql(f"SELECT generate_ms FROM read_parquet('{output}/part-*.parquet')").fetchall()
+    )
+    # a part follows the last by two rows of inference; a burst (the parts of one decode block landing together)
+    # is milliseconds apart. The floor is half of one row's generate(), measured in this run, not a share of the
+    # longest gap: one gap is often ~5 s, Ray starting this job's third and fourth worker processes when the CPU
+    # stages first run side by side, and says nothing of bursts
+    floor = max(0.04, 0.5 * generate_s)
+    assert all(gap >= floor for gap in gaps), f"parts landed in a burst: {gaps} s apart, generate() {generate_s:.2f} s"
     written = [r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet('{output}/part-*.parquet')").fetchall()]
     assert len(written) == 2 * len(landed) and len(set(written)) == len(written)
     received = [int(n) for n in re.findall(r"progress: (\d+)/12 videos", log.read_text())]
