@@ -27,7 +27,7 @@ class InferActor:
         self, model: ModelConfig, infer: InferConfig, fastav_config: JobFastAVConfig, storage: StorageConfig
     ) -> None:
         path = str(local_checkpoint(model, Storage(storage)))
-        loaded, self.runtime = load_model(path, model)
+        loaded, self.runtime = load_model(path, model, infer.decode)
         tokenizer = load_processor(path).tokenizer
         self.runner = ModelRunner(
             loaded, tokenizer, fastav_config.pruning(), infer.max_new_tokens, infer.decode, infer.decode_length_bucket

@@ -32,22 +32,29 @@ class Runtime:
     encoder_attn: str  # the vision and audio towers'
 
 
-def resolve_runtime(config: ModelConfig) -> Runtime:
+def resolve_runtime(config: ModelConfig, decode: str = "eager") -> Runtime:
+    """Device, dtype and attention backends. With `attn_implementation: auto` and flash-attn installed, a decode
+    that may compile (`infer.decode` auto or compiled, on CUDA) keeps flash-attention for the towers and gives the
+    text decoder sdpa: the compiled step needs a static cache, which flash-attention's varlen path cannot take, and
+    decoding is most of a generate() call's time."""
     device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if config.dtype != "auto":
         dtype = getattr(torch, config.dtype)
     else:
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
     attn, encoder_attn = varlen.choose_backends(config.attn_implementation, device, dtype)
+    if config.attn_implementation == "auto" and "flash" in attn and decode != "eager":
+        attn = "sdpa"
     return Runtime(device, dtype, attn, encoder_attn)
 
 
-def load_model(path: str, config: ModelConfig):
+def load_model(path: str, config: ModelConfig, decode: str = "eager"):
     """The checkpoint's model through its family (refused before loading when no family supports it, or when it
-    takes no video), on its device, in eval mode, with the resolved attention backends. Returns (model, runtime)."""
+    takes no video), on its device, in eval mode, with the resolved attention backends (`decode`: `infer.decode`,
+    see resolve_runtime). Returns (model, runtime)."""
     family, architecture = for_directory(path, config.family)
     require_video(family, architecture)
-    runtime = resolve_runtime(config)
+    runtime = resolve_runtime(config, decode)
     model = family.load(path, architecture, runtime.dtype, runtime.attn)
     return prepare(model, runtime), runtime
 

@@ -165,6 +165,27 @@ def test_decode_auto_compiles_on_cuda_with_sdpa_only():
         resolve_decode("compiled", "cuda", "fastav_flash_attention_2")
 
 
+def test_auto_attention_with_flash_attn_leaves_the_text_decoder_to_a_compiled_decode(monkeypatch):
+    """flash-attn installed, `attn_implementation: auto` on CUDA: a decode that may compile takes sdpa in the text
+    decoder (so `auto` compiles and `compiled` is not refused) and flash for the towers; an eager decode, or
+    flash named outright, keeps flash-attention everywhere."""
+    from fastav import varlen
+    from pipeline.runner import resolve_decode, resolve_runtime
+
+    monkeypatch.setattr(varlen, "flash_attn_installed", lambda: True)
+    model = ModelConfig(checkpoint="/c", device="cuda")
+    for decode in ("auto", "compiled"):
+        runtime = resolve_runtime(model, decode)
+        assert (runtime.attn, runtime.encoder_attn) == ("sdpa", "flash_attention_2")
+        assert resolve_decode(decode, runtime.device, runtime.attn) == "compiled"
+    assert (resolve_runtime(model, "eager").attn, resolve_runtime(model).attn) == ("flash_attention_2",) * 2
+    named = model.model_copy(update={"attn_implementation": "flash_attention_2"})
+    assert resolve_runtime(named, "auto").attn == "flash_attention_2"
+    assert resolve_decode("auto", "cuda", resolve_runtime(named, "auto").attn) == "eager"
+    cpu = model.model_copy(update={"device": "cpu"})
+    assert resolve_runtime(cpu, "auto").attn == "sdpa" and resolve_decode("auto", "cpu", "sdpa") == "eager"
+
+
 def test_max_batch_tokens_lets_pruned_rows_share_a_call(omni_checkpoint, clips, tmp_path):
     """One KV-token budget: pruned, the three rows fit one generate() call; unpruned they need more calls."""
     for name in GOOD:
